@@ -1,0 +1,60 @@
+"""The network: `layers` x (Linear -> BatchNorm1d -> activation), then a linear softmax head.
+
+With batch norm on, the hidden Linear layers carry no bias: BatchNorm subtracts the batch mean,
+which cancels any bias, and its own shift (beta) plays that role. The head returns logits; the
+softmax lives in the loss (`cross_entropy` = log-softmax + negative log-likelihood), which is
+numerically safer than a softmax layer followed by a log.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class Activation(str, Enum):
+    RELU = "relu"
+    TANH = "tanh"
+    GELU = "gelu"
+
+
+_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
+    Activation.RELU: nn.ReLU,
+    Activation.TANH: nn.Tanh,
+    Activation.GELU: nn.GELU,
+}
+
+
+class ModelConfig(BaseModel):
+    """Shape of the network; every field may also be searched in a spec's `space`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_units: int = Field(128, ge=1, description="Width of every hidden layer.")
+    layers: int = Field(2, ge=1, description="Number of hidden blocks.")
+    batch_norm: bool = Field(True, description="BatchNorm1d after each hidden Linear layer.")
+    activation: Activation = Field(Activation.RELU, description="Non-linearity of hidden blocks.")
+
+
+def build_network(n_features: int, n_classes: int, config: ModelConfig) -> nn.Sequential:
+    """An MLP mapping (batch, n_features) inputs to (batch, n_classes) logits."""
+    blocks: list[nn.Module] = []
+    width = n_features
+    for _ in range(config.layers):
+        blocks.append(nn.Linear(width, config.hidden_units, bias=not config.batch_norm))
+        if config.batch_norm:
+            blocks.append(nn.BatchNorm1d(config.hidden_units))
+        blocks.append(_ACTIVATIONS[config.activation]())
+        width = config.hidden_units
+    blocks.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*blocks)
+
+
+def predict_proba(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities: the softmax of the logits, computed in eval mode."""
+    network.eval()
+    with torch.no_grad():
+        return torch.softmax(network(x), dim=1)

@@ -1,0 +1,193 @@
+"""One trial's training: epochs of mini-batch descent, each ending in a report.
+
+`Trainer.run_epoch()` trains one epoch and returns its metrics; whoever drives it (the sweep's
+worker, or `fit` for a single babysat model) decides after each epoch whether to go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+from models.data import Dataset
+from models.errors import CaviarError
+from models.net import ModelConfig, build_network
+from models.optim import LrSchedule, OptimizerName, build_optimizer, lr_factor
+
+
+class TrainConfig(BaseModel):
+    """How one network is trained; every field may also be searched in a spec's `space`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="Passes over the training split.")
+    batch_size: int = Field(128, ge=2, description="Mini-batch size.")
+    optimizer: OptimizerName = Field(OptimizerName.SGD, description="sgd, rmsprop or adam.")
+    lr: float = Field(0.01, gt=0, description="Initial learning rate (alpha).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD/RMSprop momentum (beta).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam's first-moment decay.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Squared-gradient decay (Adam, RMSprop).")
+    eps: float = Field(1e-8, gt=0, description="Adam/RMSprop epsilon.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient.")
+    lr_schedule: LrSchedule = Field(LrSchedule.CONSTANT, description="Learning-rate decay form.")
+    lr_decay: float = Field(0.0, ge=0, description="Decay rate of the schedule, per epoch.")
+    seed: int = Field(0, description="Seed of weight initialisation and batch order.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+class Decision(Enum):
+    """What the driver tells a trainer after an epoch."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch's report. Losses are mean cross-entropy; `epoch` counts from 1."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+    @property
+    def diverged(self) -> bool:
+        """A non-finite loss: the trial cannot recover and ends as failed ("diverged")."""
+        return not (math.isfinite(self.train_loss) and math.isfinite(self.val_loss))
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
+
+
+def choose_device(preference: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA where there is none is an error."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise CaviarError(f"train.device is '{preference}' but no CUDA device is visible")
+    try:
+        return torch.device(preference)
+    except RuntimeError:
+        raise CaviarError(
+            f"train.device: '{preference}' is not a device; expected auto, cpu, cuda or cuda:N"
+        ) from None
+
+
+class Trainer:
+    """Holds one network, its optimiser and the data on the chosen device."""
+
+    def __init__(
+        self, data: Dataset, model: ModelConfig, train: TrainConfig, threads: int | None = None
+    ) -> None:
+        if threads is not None:
+            torch.set_num_threads(max(1, threads))
+        self.config = train
+        self.device = choose_device(train.device)
+        torch.manual_seed(train.seed)
+        self.network = build_network(data.n_features, data.n_classes, model).to(self.device)
+        self.optimizer = build_optimizer(self.network.parameters(), train)
+        self._batch_order = torch.Generator().manual_seed(train.seed)
+        self._x_train, self._y_train = self._tensors(data.x_train, data.y_train)
+        self._x_val, self._y_val = self._tensors(data.x_val, data.y_val)
+        self.epoch = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def run_epoch(self) -> EpochMetrics:
+        """Train one epoch, then evaluate on the validation split in eval mode."""
+        start = time.perf_counter()
+        lr = self.config.lr * lr_factor(self.config.lr_schedule, self.config.lr_decay, self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        train_loss = self._train_one_pass()
+        val_loss, val_accuracy = self.evaluate(self._x_val, self._y_val)
+        self.epoch += 1
+        return EpochMetrics(
+            epoch=self.epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=lr,
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean loss and accuracy with BatchNorm's running averages (eval mode)."""
+        self.network.eval()
+        with torch.no_grad():
+            logits = self.network(x)
+            loss = F.cross_entropy(logits, y).item()
+            accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+        return loss, accuracy
+
+    def _train_one_pass(self) -> float:
+        self.network.train()
+        n = len(self._y_train)
+        order = torch.randperm(n, generator=self._batch_order).to(self.device)
+        size = self.config.batch_size
+        # BatchNorm cannot normalise a batch of one in training mode: fold a lone last sample
+        # into the previous batch by stopping one batch early.
+        stops = [*range(size, n, size), n]
+        if len(stops) > 1 and stops[-1] - stops[-2] < 2:
+            stops.pop(-2)
+        total = torch.zeros((), device=self.device)
+        start = 0
+        for stop in stops:
+            rows = order[start:stop]
+            loss = F.cross_entropy(self.network(self._x_train[rows]), self._y_train[rows])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(rows)
+            start = stop
+        # One host sync per epoch; a NaN anywhere in the epoch makes the sum NaN.
+        return (total / n).item()
+
+    def _tensors(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch.tensor copies: arrays from Ray's object store are read-only.
+        return (
+            torch.tensor(x, dtype=torch.float32, device=self.device),
+            torch.tensor(y, dtype=torch.int64, device=self.device),
+        )
+
+
+class Outcome(Enum):
+    """How a trial ended."""
+
+    COMPLETE = "complete"
+    STOPPED = "stopped"  # the driver said stop (pruned)
+    DIVERGED = "diverged"
+
+
+def fit(
+    data: Dataset,
+    model: ModelConfig,
+    train: TrainConfig,
+    on_epoch: Callable[[EpochMetrics], Decision],
+    threads: int | None = None,
+) -> tuple[Outcome, list[EpochMetrics], nn.Module]:
+    """Train until the budget is spent, `on_epoch` says stop, or the loss stops being finite."""
+    trainer = Trainer(data, model, train, threads=threads)
+    history: list[EpochMetrics] = []
+    while not trainer.finished:
+        metrics = trainer.run_epoch()
+        history.append(metrics)
+        decision = on_epoch(metrics)
+        if metrics.diverged:
+            return Outcome.DIVERGED, history, trainer.network
+        if decision is Decision.STOP and not trainer.finished:
+            return Outcome.STOPPED, history, trainer.network
+    return Outcome.COMPLETE, history, trainer.network

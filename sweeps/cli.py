@@ -1,0 +1,286 @@
+"""`caviar`: run, inspect and babysit sweeps.
+
+Every command takes `--run-dir` (default `runs/`), where the Optuna studies, the MLflow store
+and the locks live. Problems the user can fix print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import CaviarError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Distributed coarse-to-fine hyperparameter sweeps for PyTorch.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="The sweep spec (YAML).", show_default=False)]
+RunDir = Annotated[
+    Path, typer.Option("--run-dir", help="Where studies, the MLflow store and locks live.")
+]
+Storage = Annotated[
+    str | None,
+    typer.Option("--storage", help="Optuna storage URL (default: SQLite in the run directory)."),
+]
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run directory)."
+    ),
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A `CaviarError` becomes one line on stderr and exit code 2; Ctrl-C exits with 130."""
+    try:
+        yield
+    except CaviarError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        errors.print(
+            "interrupted; running trials were marked interrupted and will be re-run "
+            "when the same command is started again"
+        )
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def sweep(
+    spec: SpecArg,
+    run_dir: RunDir = Path("runs"),
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="Join this Ray cluster instead of starting a local one."
+        ),
+    ] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Run a sweep, or continue it until its budget is spent."""
+    from sweeps.launch import Locations, run_sweep
+
+    with user_errors():
+        best = run_sweep(spec, Locations(run_dir, storage, tracking_uri), ray_address, console)
+    if best.value is None:
+        console.print("no trial completed")
+        return
+    console.print(
+        f"[bold green]best[/bold green] {best.value:.4f} from {best.stage} trial {best.number}: "
+        + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items()),
+        highlight=False,
+    )
+
+
+@app.command()
+def validate(spec: SpecArg) -> None:
+    """Check a spec and its data without running anything."""
+    from models.data import build_dataset
+    from sweeps.spec import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+        data = build_dataset(loaded.data)
+    table = Table("hyperparameter", "scale", "range", title=f"{spec}: sweep {loaded.name}")
+    for name, param in loaded.space.items():
+        scale = getattr(param, "scale", "choices")
+        span = str(param.choices) if scale == "choices" else f"[{param.low}, {param.high}]"  # type: ignore[union-attr]
+        table.add_row(name, scale, span)
+    console.print(table)
+    for stage in loaded.stages:
+        console.print(
+            f"stage {stage.name}: {stage.trials} trials, {stage.sampler.value} sampler, "
+            f"{stage.pruner.kind.value} pruner, {loaded.stage_epochs(stage)} epochs"
+        )
+    console.print(
+        f"data: {loaded.data.source}, {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} "
+        f"train/val/test samples, {data.n_features} features, {data.n_classes} classes"
+    )
+    console.print("[green]valid[/green]")
+
+
+@app.command()
+def train(
+    spec: SpecArg,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Hyperparameter override, KEY=VALUE; repeatable."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default: the spec's train.epochs).")
+    ] = None,
+) -> None:
+    """Train one model with the spec's settings and print its learning curve."""
+    from models.data import build_dataset
+    from models.train import Decision, EpochMetrics, fit
+    from sweeps.spec import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+        values = _parse_overrides(overrides or [])
+        try:
+            model, config = loaded.configs(values, epochs=epochs)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise CaviarError(f"--set {problem['loc'][0]}: {problem['msg']}") from None
+        data = build_dataset(loaded.data)
+        for section, part in (("model", model), ("train", config)):
+            shown = " ".join(f"{k}={v}" for k, v in part.model_dump(mode="json").items())
+            console.print(f"{section}: {shown}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{'epoch':>5}  {'train_loss':>10}  {'val_loss':>9}  {'val_acc':>7}  {'lr':>9}"
+            f"  {'s':>5}"
+        )
+
+        def show(m: EpochMetrics) -> Decision:
+            console.print(
+                f"{m.epoch:>5}  {m.train_loss:>10.4f}  {m.val_loss:>9.4f}  {m.val_accuracy:>7.4f}  "
+                f"{m.lr:>9.3g}  {m.seconds:>5.2f}  {_bar(m.val_accuracy)}",
+                highlight=False,
+            )
+            return Decision.CONTINUE
+
+        outcome, history, _ = fit(data, model, config, show)
+    best = max(history, key=lambda m: m.val_accuracy)
+    console.print(
+        f"{outcome.value}: final val_accuracy {history[-1].val_accuracy:.4f}, "
+        f"best {best.val_accuracy:.4f} at epoch {best.epoch}"
+    )
+    if outcome.value == "diverged":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    spec: SpecArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Show how far a sweep has got and its best trial."""
+    from sweeps.launch import Locations
+    from sweeps.spec import load_spec
+    from sweeps.status import sweep_status
+
+    with user_errors():
+        loaded = load_spec(spec)
+        report = sweep_status(loaded, Locations(run_dir, storage).storage_url)
+    if as_json:
+        print(json.dumps({k: report[k] for k in ("name", "trials", "best")}))
+        return
+    table = Table(
+        "stage", "budget", "complete", "pruned", "failed", "running", title=f"sweep {loaded.name}"
+    )
+    for stage in report["stages"]:
+        c = stage["trials"]
+        table.add_row(
+            stage["name"],
+            str(stage["budget"]),
+            *(str(c[k]) for k in ("complete", "pruned", "failed", "running")),
+        )
+    console.print(table)
+    best = report["best"]
+    if best["value"] is None:
+        console.print("no complete trial yet")
+    else:
+        console.print(
+            f"best {loaded.objective.metric} {best['value']:.4f}: "
+            + ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items()),
+            highlight=False,
+        )
+
+
+@app.command()
+def ui(
+    run_dir: RunDir = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")
+    ] = "127.0.0.1",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Serve the MLflow UI over the run directory's store."""
+    from sweeps.tracking import default_tracking_uri
+
+    with user_errors():
+        _check_port_free(host, port)
+        store = tracking_uri or default_tracking_uri(run_dir)
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            "--default-artifact-root",
+            (run_dir / "artifacts").resolve().as_uri(),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        console.print(f"MLflow UI on http://{host}:{port} (store {store}); Ctrl-C stops it")
+        try:
+            raise typer.Exit(subprocess.call(command))
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    from models.net import ModelConfig
+    from models.train import TrainConfig
+
+    known = {*ModelConfig.model_fields, *TrainConfig.model_fields}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise CaviarError(f"--set {pair}: expected KEY=VALUE")
+        if key not in known:
+            raise CaviarError(
+                f"--set {key}: unknown hyperparameter; expected one of {', '.join(sorted(known))}"
+            )
+        values[key] = yaml.safe_load(text)
+    return values
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise CaviarError(
+                f"--port {port}: {host}:{port} is already in use; pick another port"
+            ) from None
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "█" * filled + "·" * (width - filled)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,239 @@
+"""The driver loop: the single writer of the Optuna studies and of MLflow.
+
+For each stage: ask Optuna for configs while there is budget and a free worker, hand them to
+the executor, and handle what comes back. After every epoch the driver reports the objective
+to Optuna, asks the stage's pruner, and tells the worker to go on or stop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import TrialState
+
+from models.train import EpochMetrics
+from sweeps.executor import Event, TrialCrashed, TrialExecutor, TrialJob, WorkerLost
+from sweeps.spec import Direction, SweepSpec
+from sweeps.stages import StagePlan, make_pruner, make_sampler, plan_stages
+from sweeps.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    MLFLOW_RUN_ID,
+    fail_interrupted,
+    open_study,
+    study_name,
+    uses_budget,
+)
+from sweeps.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """How a trial ended, as progress displays and summaries see it."""
+
+    stage: str
+    number: int
+    state: str  # complete, pruned or failed
+    value: float | None
+    params: dict[str, Any]
+    epochs: int
+    reason: str | None = None
+
+
+class ProgressSink(Protocol):
+    def stage_started(self, plan: StagePlan, done: int) -> None: ...
+    def trial_ended(self, end: TrialEnd, best: Best) -> None: ...
+    def running(self, count: int) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class Best:
+    """Best complete trial so far over all stages."""
+
+    direction: Direction
+    value: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None
+    number: int | None = None
+
+    def offer(self, value: float, params: dict[str, Any], stage: str, number: int) -> bool:
+        better = self.value is None or (
+            value > self.value if self.direction == "maximize" else value < self.value
+        )
+        if better:
+            self.value, self.params, self.stage, self.number = value, params, stage, number
+        return better
+
+
+@dataclass
+class _Live:
+    trial: optuna.Trial
+    run_id: str
+    params: dict[str, Any]
+    recorded: int = 0  # epochs already reported (a restarted worker repeats them)
+
+
+class SweepDriver:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        storage: optuna.storages.BaseStorage,
+        tracker: Tracker,
+        executor: TrialExecutor,
+        progress: ProgressSink,
+    ) -> None:
+        self.spec = spec
+        self.storage = storage
+        self.tracker = tracker
+        self.executor = executor
+        self.progress = progress
+        self.metric = spec.objective.metric
+        assert spec.objective.direction is not None
+        self.best = Best(spec.objective.direction)
+        self._live: dict[int, _Live] = {}
+        self._finished = 0
+
+    def run(self) -> Best:
+        """Run every stage's remaining budget; on any exit, running trials are closed."""
+        try:
+            for plan in plan_stages(self.spec):
+                self._run_stage(plan)
+        except BaseException:
+            self._abandon_live()
+            self.tracker.end_sweep(status="KILLED")
+            raise
+        self.tracker.end_sweep()
+        return self.best
+
+    def _run_stage(self, plan: StagePlan) -> None:
+        study = open_study(
+            self.storage,
+            study_name(self.spec.name, plan.name),
+            direction=self.best.direction,
+            fingerprint=self.spec.fingerprint(),
+            sampler=make_sampler(plan, self.spec.seed),
+            pruner=make_pruner(plan.spec.pruner, plan.epochs),
+        )
+        for stale in fail_interrupted(study):
+            run_id = stale.user_attrs.get(MLFLOW_RUN_ID)
+            if run_id:
+                self.tracker.end_trial(run_id, "failed", {"failure_reason": INTERRUPTED})
+            self.progress.note(
+                f"{plan.name} trial {stale.number}: left running by a stopped driver; re-issued"
+            )
+        finished = study.get_trials(deepcopy=False)
+        self._absorb(plan, finished)
+        budget_left = plan.trials - sum(uses_budget(t) for t in finished)
+        self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
+        while budget_left > 0 or self._live:
+            while budget_left > 0 and len(self._live) < self.executor.slots:
+                self._launch(study, plan)
+                budget_left -= 1
+            for event in self.executor.wait(timeout=0.5):
+                self._handle(study, plan, event)
+            self.progress.running(len(self._live))
+            self.tracker.flush(force=False)
+
+    def _absorb(self, plan: StagePlan, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Count trials finished by earlier drivers into the best-so-far."""
+        for t in trials:
+            if t.state is TrialState.COMPLETE and t.value is not None:
+                self.best.offer(t.value, plan.space.to_values(t.params), plan.name, t.number)
+            if uses_budget(t):
+                self._finished += 1
+
+    def _launch(self, study: optuna.Study, plan: StagePlan) -> None:
+        trial = study.ask(plan.space.distributions())
+        params = plan.space.to_values(trial.params)
+        model, train = self.spec.configs(params, epochs=plan.epochs)
+        run_id = self.tracker.start_trial(
+            plan.name,
+            trial.number,
+            {**model.model_dump(mode="json"), **train.model_dump(mode="json")},
+        )
+        trial.set_user_attr(MLFLOW_RUN_ID, run_id)
+        trial.set_user_attr("stage", plan.name)
+        self._live[trial.number] = _Live(trial, run_id, params)
+        self.executor.start(TrialJob(trial.number, model, train))
+
+    def _handle(self, study: optuna.Study, plan: StagePlan, event: Event) -> None:
+        live = self._live[event.key]
+        if isinstance(event, WorkerLost):
+            self.progress.note(
+                f"{plan.name} trial {live.trial.number}: worker lost ({event.reason}); "
+                f"restarting it, attempt {event.attempt + 1}"
+            )
+            return
+        if isinstance(event, TrialCrashed):
+            self._finish(study, plan, event.key, TrialState.FAIL, None, event.reason)
+            return
+        metrics = event.metrics
+        if metrics.epoch <= live.recorded:  # a restarted worker catching up: already recorded
+            self.executor.proceed(event.key)
+            return
+        live.recorded = metrics.epoch
+        self.tracker.log_epoch(live.run_id, metrics)
+        if metrics.diverged:
+            self._finish(study, plan, event.key, TrialState.FAIL, None, "diverged")
+            return
+        value = self._objective(metrics)
+        live.trial.report(value, metrics.epoch)
+        if metrics.epoch >= plan.epochs:
+            self._finish(study, plan, event.key, TrialState.COMPLETE, value)
+        elif live.trial.should_prune():
+            self._finish(study, plan, event.key, TrialState.PRUNED, value)
+        else:
+            self.executor.proceed(event.key)
+
+    def _objective(self, metrics: EpochMetrics) -> float:
+        value = float(getattr(metrics, self.metric))
+        return value if math.isfinite(value) else math.nan
+
+    def _finish(
+        self,
+        study: optuna.Study,
+        plan: StagePlan,
+        key: int,
+        state: TrialState,
+        value: float | None,
+        reason: str | None = None,
+    ) -> None:
+        live = self._live.pop(key)
+        self.executor.release(key)
+        if reason is not None:
+            live.trial.set_user_attr(FAIL_REASON, reason)
+        study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
+        label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
+        tags = {"failure_reason": reason} if reason else {}
+        if state is TrialState.PRUNED:
+            tags["pruned_at_epoch"] = str(live.recorded)
+        self.tracker.end_trial(live.run_id, label, tags)
+        self._finished += 1
+        improved = (
+            state is TrialState.COMPLETE
+            and value is not None
+            and math.isfinite(value)
+            and self.best.offer(value, live.params, plan.name, live.trial.number)
+        )
+        if improved:
+            assert value is not None
+            self.tracker.record_best(self.metric, value, live.params, self._finished)
+        self.progress.trial_ended(
+            TrialEnd(
+                plan.name, live.trial.number, label, value, live.params, live.recorded, reason
+            ),
+            self.best,
+        )
+
+    def _abandon_live(self) -> None:
+        """The driver is stopping: running trials become 'interrupted' and are re-run later."""
+        for key, live in list(self._live.items()):
+            self.executor.release(key)
+            live.trial.set_user_attr(FAIL_REASON, INTERRUPTED)
+            live.trial.study.tell(live.trial, state=TrialState.FAIL)
+            self.tracker.end_trial(live.run_id, "failed", {"failure_reason": INTERRUPTED})
+        self._live.clear()

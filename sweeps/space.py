@@ -1,0 +1,226 @@
+"""Search-space scales and their Optuna distributions.
+
+Each scale says how a hyperparameter is sampled:
+
+- `log`:    log-uniform on [low, high] (learning rate, weight decay).
+- `log1m`:  `1 - x` log-uniform, for averaging factors such as momentum or Adam's betas. Moving
+  beta from 0.9 to 0.9005 barely changes the ~1/(1-beta) = 10-step window, moving it from 0.999
+  to 0.9995 doubles a 1000-step window; sampling 1-beta on a log scale spends trials evenly
+  over those window lengths. Optuna sees the parameter as `1-<name>` with a log distribution.
+- `linear`: uniform on [low, high].
+- `int`:    integers in [low, high], optionally log-spaced (`log: true`).
+- `choices`: a categorical set.
+
+Values move between two forms: the user's (`momentum = 0.99`, what configs and MLflow show) and
+Optuna's (`1-momentum = 0.01`, what samplers see). Narrowing works in Optuna's form, where the
+scale is linear or log.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+Choice = bool | int | float | str
+
+
+class _Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> _Range:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, but got low={self.low}, high={self.high}")
+        return self
+
+
+class LogParam(_Range):
+    scale: Literal["log"]
+    low: float = Field(gt=0, description="Smallest value; log scales need it above 0.")
+
+    def optuna_name(self, name: str) -> str:
+        return name
+
+    def distribution(self) -> BaseDistribution:
+        return FloatDistribution(self.low, self.high, log=True)
+
+    def to_value(self, internal: Any) -> Any:
+        return float(internal)
+
+    def to_internal(self, value: Any) -> Any:
+        return float(value)
+
+    def grid(self, points: int) -> list[Any]:
+        return _geomspace(self.low, self.high, points)
+
+
+class Log1mParam(_Range):
+    scale: Literal["log1m"]
+    low: float = Field(
+        ge=0, lt=1, description="Smallest value of x (1-x is sampled log-uniformly)."
+    )
+    high: float = Field(gt=0, lt=1, description="Largest value of x; below 1.")
+
+    def optuna_name(self, name: str) -> str:
+        return f"1-{name}"
+
+    def distribution(self) -> BaseDistribution:
+        return FloatDistribution(1.0 - self.high, 1.0 - self.low, log=True)
+
+    def to_value(self, internal: Any) -> Any:
+        return 1.0 - float(internal)
+
+    def to_internal(self, value: Any) -> Any:
+        return 1.0 - float(value)
+
+    def grid(self, points: int) -> list[Any]:
+        return _geomspace(1.0 - self.high, 1.0 - self.low, points)
+
+
+class LinearParam(_Range):
+    scale: Literal["linear"]
+
+    def optuna_name(self, name: str) -> str:
+        return name
+
+    def distribution(self) -> BaseDistribution:
+        return FloatDistribution(self.low, self.high)
+
+    def to_value(self, internal: Any) -> Any:
+        return float(internal)
+
+    def to_internal(self, value: Any) -> Any:
+        return float(value)
+
+    def grid(self, points: int) -> list[Any]:
+        return _linspace(self.low, self.high, points)
+
+
+class IntParam(_Range):
+    scale: Literal["int"]
+    low: int
+    high: int
+    log: bool = Field(False, description="Space the integers log-uniformly (needs low >= 1).")
+
+    @model_validator(mode="after")
+    def _log_needs_positive(self) -> IntParam:
+        if self.log and self.low < 1:
+            raise ValueError(f"log: true needs low >= 1, but got low={self.low}")
+        return self
+
+    def optuna_name(self, name: str) -> str:
+        return name
+
+    def distribution(self) -> BaseDistribution:
+        return IntDistribution(self.low, self.high, log=self.log)
+
+    def to_value(self, internal: Any) -> Any:
+        return int(internal)
+
+    def to_internal(self, value: Any) -> Any:
+        return int(value)
+
+    def grid(self, points: int) -> list[Any]:
+        spaced = _geomspace if self.log else _linspace
+        return sorted({round(v) for v in spaced(self.low, self.high, points)})
+
+
+class ChoiceParam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    choices: list[Choice] = Field(min_length=1, description="The values to choose among.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ChoiceParam:
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be distinct, but got {self.choices}")
+        return self
+
+    def optuna_name(self, name: str) -> str:
+        return name
+
+    def distribution(self) -> BaseDistribution:
+        return CategoricalDistribution(self.choices)
+
+    def to_value(self, internal: Any) -> Any:
+        return internal
+
+    def to_internal(self, value: Any) -> Any:
+        return value
+
+    def grid(self, points: int) -> list[Any]:
+        return list(self.choices)
+
+
+def _scale_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return "choices" if "choices" in value and "scale" not in value else str(value.get("scale"))
+    return "choices" if isinstance(value, ChoiceParam) else str(getattr(value, "scale", ""))
+
+
+Param = Annotated[
+    Annotated[LogParam, Tag("log")]
+    | Annotated[Log1mParam, Tag("log1m")]
+    | Annotated[LinearParam, Tag("linear")]
+    | Annotated[IntParam, Tag("int")]
+    | Annotated[ChoiceParam, Tag("choices")],
+    Discriminator(
+        _scale_tag,
+        custom_error_type="scale",
+        custom_error_message="expected `scale:` log, log1m, linear or int, or a `choices:` list",
+    ),
+]
+SCALE_TAGS = ("log", "log1m", "linear", "int", "choices")
+
+
+class SearchSpace:
+    """The searched hyperparameters of a sweep, in user form and Optuna form."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = dict(params)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Optuna name -> distribution, what `Study.ask(fixed_distributions=...)` takes."""
+        return {p.optuna_name(name): p.distribution() for name, p in self.params.items()}
+
+    def to_values(self, optuna_params: dict[str, Any]) -> dict[str, Any]:
+        """Optuna's sampled params -> hyperparameter values as a config takes them."""
+        return {
+            name: p.to_value(optuna_params[p.optuna_name(name)])
+            for name, p in self.params.items()
+            if p.optuna_name(name) in optuna_params
+        }
+
+    def to_optuna(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Hyperparameter values -> Optuna's form (the inverse of `to_values`)."""
+        return {
+            p.optuna_name(name): p.to_internal(values[name])
+            for name, p in self.params.items()
+            if name in values
+        }
+
+    def grid(self, points: int) -> dict[str, list[Any]]:
+        """Optuna name -> grid values, `points` per numeric parameter spaced in its own scale."""
+        return {p.optuna_name(name): p.grid(points) for name, p in self.params.items()}
+
+
+def _linspace(low: float, high: float, points: int) -> list[float]:
+    if points == 1:
+        return [(low + high) / 2]
+    step = (high - low) / (points - 1)
+    return [low + i * step for i in range(points)]
+
+
+def _geomspace(low: float, high: float, points: int) -> list[float]:
+    return [math.exp(v) for v in _linspace(math.log(low), math.log(high), points)]

@@ -1,0 +1,213 @@
+"""The sweep spec: typed, validated YAML.
+
+Everything a sweep needs is in one file. `load_spec` turns it into a `SweepSpec` or raises a
+`SpecError` that names the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.data import DataSpec, FileSource
+from models.net import ModelConfig
+from models.train import TrainConfig
+from sweeps.errors import SpecError
+from sweeps.space import SCALE_TAGS, ChoiceParam, Param, SearchSpace
+
+# Config fields that describe the run rather than the model being searched.
+_NOT_SEARCHABLE = {"epochs", "seed", "device"}
+HYPERPARAMETERS: tuple[str, ...] = tuple(
+    name
+    for name in (*ModelConfig.model_fields, *TrainConfig.model_fields)
+    if name not in _NOT_SEARCHABLE
+)
+Direction = Literal["maximize", "minimize"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplerName(str, Enum):
+    RANDOM = "random"
+    QMC = "qmc"  # scrambled Sobol sequence
+    TPE = "tpe"
+    GRID = "grid"
+
+
+class PrunerName(str, Enum):
+    NONE = "none"
+    MEDIAN = "median"
+    SUCCESSIVE_HALVING = "successive_halving"
+    HYPERBAND = "hyperband"
+
+
+class PrunerSpec(Strict):
+    kind: PrunerName = Field(PrunerName.NONE, description="Which pruner stops weak trials early.")
+    warmup_epochs: int = Field(2, ge=0, description="median: epochs before a trial can be pruned.")
+    startup_trials: int = Field(4, ge=0, description="median: trials completed before pruning.")
+    min_epochs: int = Field(1, ge=1, description="halving/hyperband: smallest epoch budget.")
+    reduction_factor: int = Field(
+        3, ge=2, description="halving/hyperband: keep 1/factor each rung."
+    )
+
+
+class StageSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name, unique within the sweep.")
+    trials: int = Field(ge=1, description="Trial budget of this stage.")
+    sampler: SamplerName = Field(SamplerName.RANDOM, description="random, qmc, tpe or grid.")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    epochs: int | None = Field(
+        None, ge=1, description="Epoch budget per trial; default train.epochs."
+    )
+    grid_points: int = Field(3, ge=1, description="grid: points per numeric parameter.")
+
+
+class ObjectiveSpec(Strict):
+    metric: Literal["val_accuracy", "val_loss", "train_loss"] = "val_accuracy"
+    direction: Direction | None = Field(
+        None, description="Default: maximize for accuracy, minimize for a loss."
+    )
+
+    @model_validator(mode="after")
+    def _direction_fits_metric(self) -> ObjectiveSpec:
+        natural: Direction = "maximize" if self.metric == "val_accuracy" else "minimize"
+        if self.direction is None:
+            self.direction = natural
+        elif self.direction != natural:
+            raise ValueError(
+                f"direction for {self.metric} should be {natural}, not {self.direction}"
+            )
+        return self
+
+
+class ParallelSpec(Strict):
+    trials: int = Field(2, ge=1, description="Trials running at once.")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU.")
+    max_retries: int = Field(2, ge=0, description="Re-runs of a trial whose worker process died.")
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Sweep name; running it again resumes.")
+    data: DataSpec
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    space: dict[str, Param] = Field(description="The searched hyperparameters and their scales.")
+    stages: list[StageSpec] = Field(min_length=1, description="Search stages, run in order.")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    seed: int = Field(0, description="Seed of the samplers.")
+
+    @model_validator(mode="after")
+    def _space_fits_configs(self) -> SweepSpec:
+        for name, param in self.space.items():
+            if name not in HYPERPARAMETERS:
+                raise ValueError(
+                    f"space.{name}: unknown hyperparameter; "
+                    f"expected one of {', '.join(HYPERPARAMETERS)}"
+                )
+            extremes = param.choices if isinstance(param, ChoiceParam) else [param.low, param.high]
+            for value in extremes:
+                try:
+                    self.configs({name: param.to_value(param.to_internal(value))})
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(
+                        f"space.{name}: {value!r} is not a valid {name}: {problem}"
+                    ) from None
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must be distinct, but got {names}")
+        return self
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(self.space)
+
+    def stage_epochs(self, stage: StageSpec) -> int:
+        return stage.epochs or self.train.epochs
+
+    def configs(
+        self, values: dict[str, Any], epochs: int | None = None
+    ) -> tuple[ModelConfig, TrainConfig]:
+        """The model and training configs of one trial: the spec's, with `values` put in."""
+        model = {
+            **self.model.model_dump(),
+            **{k: v for k, v in values.items() if k in ModelConfig.model_fields},
+        }
+        train = {
+            **self.train.model_dump(),
+            **{k: v for k, v in values.items() if k in TrainConfig.model_fields},
+        }
+        if epochs is not None:
+            train["epochs"] = epochs
+        return ModelConfig.model_validate(model), TrainConfig.model_validate(train)
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the results; budgets and parallelism may change on resume."""
+        fields = self.model_dump(
+            mode="json", include={"data", "model", "train", "space", "objective"}
+        )
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a spec file; relative data paths are resolved against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found; expected a sweep spec (YAML)") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder; expected a sweep spec (YAML)") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f"line {where.line + 1}: " if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}: {line}not valid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of spec fields, got {type(raw).__name__}")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(path, exc)) from None
+    if isinstance(spec.data, FileSource) and not spec.data.path.is_absolute():
+        spec.data = spec.data.model_copy(update={"path": (path.parent / spec.data.path).resolve()})
+    return spec
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    """One line per problem: `file: field.path: what was expected (got value)`."""
+    lines = []
+    for error in exc.errors():
+        field = _field_path(error["loc"])
+        if error["type"] == "extra_forbidden":
+            problem = "unknown field; check its spelling and section"
+        elif error["type"] == "missing":
+            problem = "required field is missing"
+        else:
+            problem = str(error["msg"]).removeprefix("Value error, ")
+            given = error.get("input")
+            if not isinstance(given, dict | list) and given is not None:
+                problem += f" (got {given!r})"
+        lines.append(f"{path}: {field}: {problem}" if field else f"{path}: {problem}")
+    return "\n".join(lines)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, key in enumerate(loc):
+        # Tagged unions add their tag to the location (data.mnist1d.samples); drop it.
+        if (i == 1 and loc[0] == "data") or (i == 2 and loc[0] == "space" and key in SCALE_TAGS):
+            continue
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(parts).lstrip(".")

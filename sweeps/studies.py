@@ -1,0 +1,145 @@
+"""The sweep's Optuna studies: one per stage, in one storage, written by the driver alone.
+
+Trial user attributes carry what Optuna's states cannot: why a trial failed and which MLflow
+run records it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.errors import CaviarError, SweepBusy
+from sweeps.spec import Direction
+
+FAIL_REASON = "fail_reason"
+MLFLOW_RUN_ID = "mlflow_run_id"
+# A trial cut short because the driver stopped; it does not use up budget and is run again.
+INTERRUPTED = "interrupted"
+FINGERPRINT = "fingerprint"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def study_name(sweep: str, stage: str) -> str:
+    return f"{sweep}/{stage}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:"):
+        # A reader (`caviar status`) may hold the file briefly; wait for it rather than fail.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.RDBStorage(url) if "://" in url else optuna.storages.get_storage(url)
+
+
+def storage_exists(url: str) -> bool:
+    """False when the default SQLite file is not there (reading must not create it)."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    return True
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    direction: Direction,
+    fingerprint: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the stage's study or continue it; refuses one built from a different spec."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(FINGERPRINT)
+    if recorded is None:
+        study.set_user_attr(FINGERPRINT, fingerprint)
+    elif recorded != fingerprint:
+        raise CaviarError(
+            f"study '{name}' was started from a spec with different data, model, train, space or "
+            "objective; give the sweep a new `name` or use another --run-dir"
+        )
+    return study
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def fail_interrupted(study: optuna.Study) -> list[FrozenTrial]:
+    """Mark trials left RUNNING by a driver that is gone as failed ("interrupted").
+
+    Only call this while holding the sweep's lock: then no live driver owns those trials.
+    (Optuna's heartbeat would do this, but it only works inside `Study.optimize`, not with
+    ask/tell.)
+    """
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        # Optuna's storage is the only way to attach an attribute to a trial object we no
+        # longer hold; it must be set before the trial is finished.
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, INTERRUPTED)
+        study.tell(trial.number, state=TrialState.FAIL)
+    return stale
+
+
+def uses_budget(trial: FrozenTrial) -> bool:
+    """Finished trials count against the budget, except those the driver's death cut short."""
+    if trial.state is TrialState.FAIL:
+        return trial.user_attrs.get(FAIL_REASON) != INTERRUPTED
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def count_states(trials: list[FrozenTrial]) -> dict[str, int]:
+    """complete / pruned / failed / running counts, as `caviar status` shows them."""
+    counts = Counter(t.state for t in trials)
+    return {
+        "complete": counts[TrialState.COMPLETE],
+        "pruned": counts[TrialState.PRUNED],
+        "failed": counts[TrialState.FAIL],
+        "running": counts[TrialState.RUNNING] + counts[TrialState.WAITING],
+    }
+
+
+@contextmanager
+def sweep_lock(run_dir: Path, sweep: str) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep for the driver's lifetime (released if it dies)."""
+    lock_dir = run_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{sweep}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise SweepBusy(
+                f"sweep '{sweep}' is already running (driver pid {owner}, lock {path}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,92 @@
+"""Trials on a real local Ray instance: epochs on command, worker deaths retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cluster.executor import RayExecutor
+from cluster.runtime import TrialResources, concurrent_slots
+from models.data import DigitsSource, build_dataset
+from models.errors import CaviarError
+from models.net import ModelConfig
+from models.train import TrainConfig
+from sweeps.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost
+
+pytestmark = pytest.mark.usefixtures("ray_instance")
+
+JOB = TrialJob(1, ModelConfig(hidden_units=16, layers=1), TrainConfig(epochs=3, lr=0.05))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_dataset(DigitsSource(source="digits"))
+
+
+def events_until(executor, predicate, limit=60.0):
+    seen, deadline = [], time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for event in executor.wait(timeout=1.0):
+            seen.append(event)
+            if predicate(event):
+                return seen
+    raise AssertionError(f"no matching event within {limit}s; saw {seen}")
+
+
+def test_a_trial_trains_one_epoch_per_request(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=2)
+    try:
+        executor.start(JOB)
+        epochs = []
+        for _ in range(3):
+            (event,) = events_until(executor, lambda e: isinstance(e, EpochDone))
+            epochs.append(event.metrics.epoch)
+            # Nothing more arrives until the driver says go on: the worker waits.
+            assert executor.wait(timeout=0.3) == []
+            if event.metrics.epoch < 3:
+                executor.proceed(JOB.key)
+        assert epochs == [1, 2, 3]
+        executor.release(JOB.key)
+    finally:
+        executor.close()
+
+
+def test_a_killed_worker_is_replaced_and_the_trial_restarts(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1, max_retries=1)
+    try:
+        executor.start(JOB)
+        events_until(executor, lambda e: isinstance(e, EpochDone))
+        os.kill(executor.worker_pid(JOB.key), signal.SIGKILL)
+        executor.proceed(JOB.key)
+        lost = events_until(executor, lambda e: isinstance(e, WorkerLost))[-1]
+        assert lost.attempt == 1
+        restarted = events_until(executor, lambda e: isinstance(e, EpochDone))[-1]
+        assert restarted.metrics.epoch == 1, "the new worker starts the trial from its first epoch"
+        # Out of retries: the next death ends the trial as failed, with the reason.
+        os.kill(executor.worker_pid(JOB.key), signal.SIGKILL)
+        executor.proceed(JOB.key)
+        crashed = events_until(executor, lambda e: isinstance(e, TrialCrashed))[-1]
+        assert "worker died 2 times" in crashed.reason
+    finally:
+        executor.close()
+
+
+def test_a_training_error_fails_the_trial_without_retry(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    bad = TrialJob(2, JOB.model, JOB.train.model_copy(update={"device": "cuda:7"}))
+    try:
+        executor.start(bad)
+        crashed = events_until(executor, lambda e: isinstance(e, TrialCrashed))[-1]
+        assert "CaviarError" in crashed.reason or "cuda" in crashed.reason
+    finally:
+        executor.close()
+
+
+def test_slots_fit_the_cluster():
+    assert concurrent_slots(8, TrialResources(cpus=1)) == 2
+    assert concurrent_slots(1, TrialResources(cpus=1)) == 1
+    with pytest.raises(CaviarError, match=r"gpus_per_trial is 0\.5 but the Ray cluster has 0 GPUs"):
+        concurrent_slots(2, TrialResources(cpus=1, gpus=0.5))
