@@ -178,6 +178,7 @@ def status(
 ) -> None:
     """Show how far a sweep has got and its best trial."""
     from sweeps.launch import Locations
+    from sweeps.space import format_box
     from sweeps.spec import load_spec
     from sweeps.status import sweep_status
 
@@ -185,10 +186,17 @@ def status(
         loaded = load_spec(spec)
         report = sweep_status(loaded, Locations(run_dir, storage).storage_url)
     if as_json:
-        print(json.dumps({k: report[k] for k in ("name", "trials", "best")}))
+        print(json.dumps(report))
         return
     table = Table(
-        "stage", "budget", "complete", "pruned", "failed", "running", title=f"sweep {loaded.name}"
+        "stage",
+        "budget",
+        "complete",
+        "pruned",
+        "failed",
+        "running",
+        "box",
+        title=f"sweep {loaded.name}",
     )
     for stage in report["stages"]:
         c = stage["trials"]
@@ -196,6 +204,7 @@ def status(
             stage["name"],
             str(stage["budget"]),
             *(str(c[k]) for k in ("complete", "pruned", "failed", "running")),
+            format_box(stage["box"]) if stage["box"] else "not started",
         )
     console.print(table)
     best = report["best"]
@@ -207,6 +216,40 @@ def status(
             + ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items()),
             highlight=False,
         )
+
+
+@app.command()
+def report(
+    spec: SpecArg,
+    run_dir: RunDir = Path("runs"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML file to write (default RUN_DIR/reports/NAME.html)."),
+    ] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write the sweep's HTML report and attach it to the sweep's MLflow run."""
+    from sweeps.launch import Locations
+    from sweeps.report import build_report, load_stages
+    from sweeps.spec import load_spec
+    from sweeps.tracking import attach_to_sweep
+
+    with user_errors():
+        loaded = load_spec(spec)
+        where = Locations(run_dir, storage, tracking_uri)
+        stages = load_stages(loaded, where.storage_url)
+        if not stages:
+            raise CaviarError(
+                f"sweep '{loaded.name}' has no trials in {run_dir}; run `caviar sweep {spec}` first"
+            )
+        target = out or run_dir / "reports" / f"{loaded.name}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(build_report(loaded, stages))
+        run_id = attach_to_sweep(where.tracking, loaded.name, target)
+    console.print(f"report written to {target}", highlight=False)
+    if run_id:
+        console.print(f"attached to MLflow run {run_id}", highlight=False)
 
 
 @app.command()

@@ -8,7 +8,7 @@ to Optuna, asks the stage's pruner, and tells the worker to go on or stop.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import optuna
@@ -16,13 +16,27 @@ from optuna.trial import TrialState
 
 from models.train import EpochMetrics
 from sweeps.executor import Event, TrialCrashed, TrialExecutor, TrialJob, WorkerLost
+from sweeps.space import SearchSpace, format_box
 from sweeps.spec import Direction, SweepSpec
-from sweeps.stages import StagePlan, make_pruner, make_sampler, plan_stages
+from sweeps.stages import (
+    StagePlan,
+    best_trials,
+    carried_trials,
+    make_pruner,
+    make_sampler,
+    narrow,
+    plan_stages,
+)
 from sweeps.studies import (
+    BOX,
     FAIL_REASON,
     INTERRUPTED,
+    KEPT,
     MLFLOW_RUN_ID,
+    SPACE,
     fail_interrupted,
+    is_carried,
+    load_study,
     open_study,
     study_name,
     uses_budget,
@@ -99,9 +113,12 @@ class SweepDriver:
 
     def run(self) -> Best:
         """Run every stage's remaining budget; on any exit, running trials are closed."""
+        previous: tuple[StagePlan, optuna.Study] | None = None
         try:
             for plan in plan_stages(self.spec):
-                self._run_stage(plan)
+                plan, study = self._open_stage(plan, previous)
+                self._run_stage(plan, study)
+                previous = (plan, study)
         except BaseException:
             self._abandon_live()
             self.tracker.end_sweep(status="KILLED")
@@ -109,15 +126,53 @@ class SweepDriver:
         self.tracker.end_sweep()
         return self.best
 
-    def _run_stage(self, plan: StagePlan) -> None:
+    def _open_stage(
+        self, plan: StagePlan, previous: tuple[StagePlan, optuna.Study] | None
+    ) -> tuple[StagePlan, optuna.Study]:
+        """Open the stage's study over its space: the full space for the first stage, the box
+        around the previous stage's best trials for later ones. The box is computed once, when
+        the stage first starts, and read back from the study when the sweep resumes."""
+        name = study_name(self.spec.name, plan.name)
+        existing = load_study(self.storage, name)
+        recorded = existing.user_attrs.get(SPACE) if existing is not None else None
+        kept: list[optuna.trial.FrozenTrial] = []
+        if recorded is not None:
+            space = SearchSpace.load(recorded)
+        elif previous is None:
+            space = plan.space
+        else:
+            before, before_study = previous
+            kept = best_trials(
+                before_study.get_trials(deepcopy=False), plan.spec.keep_top, self.best.direction
+            )
+            space = narrow(before.space, kept, plan.spec.margin)
+        plan = replace(plan, space=space)
         study = open_study(
             self.storage,
-            study_name(self.spec.name, plan.name),
+            name,
             direction=self.best.direction,
             fingerprint=self.spec.fingerprint(),
             sampler=make_sampler(plan, self.spec.seed),
             pruner=make_pruner(plan.spec.pruner, plan.epochs),
         )
+        if recorded is None:
+            study.set_user_attr(SPACE, space.dump())
+            study.set_user_attr(BOX, space.box())
+            carried = []
+            if previous is not None:
+                before, before_study = previous
+                study.set_user_attr(KEPT, [t.number for t in kept])
+                carried = carried_trials(before_study.get_trials(), before.name, space)
+                study.add_trials(carried)
+                self.progress.note(
+                    f"stage {plan.name}: box around the best {len(kept)} trial(s) of "
+                    f"{before.name}, {len(carried)} of its trials carried over: "
+                    + format_box(space.box(), "; ")
+                )
+            self.tracker.record_stage(plan.name, space.box(), kept=len(kept), carried=len(carried))
+        return plan, study
+
+    def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
         for stale in fail_interrupted(study):
             run_id = stale.user_attrs.get(MLFLOW_RUN_ID)
             if run_id:
@@ -141,6 +196,8 @@ class SweepDriver:
     def _absorb(self, plan: StagePlan, trials: list[optuna.trial.FrozenTrial]) -> None:
         """Count trials finished by earlier drivers into the best-so-far."""
         for t in trials:
+            if is_carried(t):
+                continue
             if t.state is TrialState.COMPLETE and t.value is not None:
                 self.best.offer(t.value, plan.space.to_values(t.params), plan.name, t.number)
             if uses_budget(t):

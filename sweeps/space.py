@@ -12,14 +12,19 @@ Each scale says how a hyperparameter is sampled:
 - `choices`: a categorical set.
 
 Values move between two forms: the user's (`momentum = 0.99`, what configs and MLflow show) and
-Optuna's (`1-momentum = 0.01`, what samplers see). Narrowing works in Optuna's form, where the
-scale is linear or log.
+Optuna's (`1-momentum = 0.01`, what samplers see). A range with `low == high`, or a single
+choice, pins the value.
+
+Narrowing (coarse to fine) works on each parameter's own axis: log(x) for `log`, log(1-x) for
+`log1m`, x for `linear`, and log(x) or x for `int`. The box around the kept values is widened by
+`margin` times the full range's length on that axis and clipped to the full range.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Self
 
 from optuna.distributions import (
     BaseDistribution,
@@ -27,7 +32,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
 Choice = bool | int | float | str
 
@@ -39,10 +44,50 @@ class _Range(BaseModel):
     high: float
 
     @model_validator(mode="after")
-    def _low_below_high(self) -> _Range:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, but got low={self.low}, high={self.high}")
+    def _low_not_above_high(self) -> _Range:
+        if self.low > self.high:
+            raise ValueError(f"low must not exceed high, but got low={self.low}, high={self.high}")
         return self
+
+    @property
+    def pinned(self) -> bool:
+        return self.low == self.high
+
+    def distribution(self) -> BaseDistribution:
+        raise NotImplementedError
+
+    def contains(self, internal: Any) -> bool:
+        dist = self.distribution()
+        return bool(dist.low <= internal <= dist.high)  # type: ignore[attr-defined]
+
+    def bounds(self) -> list[Any]:
+        """[low, high] in the user's form."""
+        return [self.low, self.high]
+
+    def narrow(self, internal: Sequence[Any], margin: float) -> Self:
+        """The box holding `internal` values on this parameter's axis, widened and clipped."""
+        if self.pinned or not internal:
+            return self
+        dist = self.distribution()
+        full_low, full_high = self._axis(dist.low), self._axis(dist.high)  # type: ignore[attr-defined]
+        points = [self._axis(v) for v in internal]
+        pad = margin * (full_high - full_low)
+        low, high = min(points) - pad, max(points) + pad
+        return self._from_axis(
+            None if low <= full_low else low, None if high >= full_high else high
+        )
+
+    def _axis(self, internal: float) -> float:
+        return float(internal)
+
+    def _from_axis(self, low: float | None, high: float | None) -> Self:
+        """A copy spanning the axis interval; None keeps the full range's end exactly."""
+        return self.model_copy(
+            update={
+                "low": self.low if low is None else low,
+                "high": self.high if high is None else high,
+            }
+        )
 
 
 class LogParam(_Range):
@@ -63,6 +108,14 @@ class LogParam(_Range):
 
     def grid(self, points: int) -> list[Any]:
         return _geomspace(self.low, self.high, points)
+
+    def _axis(self, internal: float) -> float:
+        return math.log(internal)
+
+    def _from_axis(self, low: float | None, high: float | None) -> Self:
+        return super()._from_axis(
+            None if low is None else math.exp(low), None if high is None else math.exp(high)
+        )
 
 
 class Log1mParam(_Range):
@@ -86,6 +139,16 @@ class Log1mParam(_Range):
 
     def grid(self, points: int) -> list[Any]:
         return _geomspace(1.0 - self.high, 1.0 - self.low, points)
+
+    def _axis(self, internal: float) -> float:
+        return math.log(internal)  # internal is 1-x
+
+    def _from_axis(self, low: float | None, high: float | None) -> Self:
+        # A low end of 1-x is a high end of x.
+        return super()._from_axis(
+            None if high is None else 1.0 - math.exp(high),
+            None if low is None else 1.0 - math.exp(low),
+        )
 
 
 class LinearParam(_Range):
@@ -135,6 +198,17 @@ class IntParam(_Range):
         spaced = _geomspace if self.log else _linspace
         return sorted({round(v) for v in spaced(self.low, self.high, points)})
 
+    def _axis(self, internal: float) -> float:
+        return math.log(internal) if self.log else float(internal)
+
+    def _from_axis(self, low: float | None, high: float | None) -> Self:
+        # Round outwards so the box still holds the values it was built from.
+        value = math.exp if self.log else float
+        return super()._from_axis(
+            None if low is None else max(self.low, math.floor(value(low))),
+            None if high is None else min(self.high, math.ceil(value(high))),
+        )
+
 
 class ChoiceParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -161,6 +235,21 @@ class ChoiceParam(BaseModel):
 
     def grid(self, points: int) -> list[Any]:
         return list(self.choices)
+
+    @property
+    def pinned(self) -> bool:
+        return len(self.choices) == 1
+
+    def contains(self, internal: Any) -> bool:
+        return internal in self.choices
+
+    def bounds(self) -> list[Any]:
+        return list(self.choices)
+
+    def narrow(self, internal: Sequence[Any], margin: float) -> Self:
+        """The choices that appear among `internal`, in their original order."""
+        kept = [c for c in self.choices if c in internal]
+        return self.model_copy(update={"choices": kept}) if kept else self
 
 
 def _scale_tag(value: Any) -> str:
@@ -213,6 +302,49 @@ class SearchSpace:
     def grid(self, points: int) -> dict[str, list[Any]]:
         """Optuna name -> grid values, `points` per numeric parameter spaced in its own scale."""
         return {p.optuna_name(name): p.grid(points) for name, p in self.params.items()}
+
+    def contains(self, optuna_params: dict[str, Any]) -> bool:
+        """Whether a trial's params (Optuna form) lie in this space."""
+        return all(
+            p.optuna_name(name) in optuna_params and p.contains(optuna_params[p.optuna_name(name)])
+            for name, p in self.params.items()
+        )
+
+    def narrow(self, kept: Sequence[dict[str, Any]], margin: float) -> SearchSpace:
+        """The box around `kept` trials' params (Optuna form), per parameter in its own scale."""
+        return SearchSpace(
+            {
+                name: p.narrow(
+                    [t[p.optuna_name(name)] for t in kept if p.optuna_name(name) in t], margin
+                )
+                for name, p in self.params.items()
+            }
+        )
+
+    def box(self) -> dict[str, list[Any]]:
+        """name -> [low, high] (or the choices), in the user's form."""
+        return {name: p.bounds() for name, p in self.params.items()}
+
+    def dump(self) -> dict[str, Any]:
+        """A JSON-able form that `SearchSpace.load` reads back."""
+        return {name: p.model_dump(mode="json") for name, p in self.params.items()}
+
+    @classmethod
+    def load(cls, dumped: dict[str, Any]) -> SearchSpace:
+        adapter: TypeAdapter[Any] = TypeAdapter(Param)
+        return cls({name: adapter.validate_python(raw) for name, raw in dumped.items()})
+
+
+def format_box(box: dict[str, list[Any]], separator: str = "\n") -> str:
+    """`lr [0.001, 0.1]` per parameter, for terminals and logs."""
+
+    def span(bounds: list[Any]) -> str:
+        numeric = all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+        if numeric and len(bounds) == 2:
+            return f"[{bounds[0]:.4g}, {bounds[1]:.4g}]"
+        return str(bounds)
+
+    return separator.join(f"{name} {span(bounds)}" for name, bounds in box.items())
 
 
 def _linspace(low: float, high: float, points: int) -> list[float]:

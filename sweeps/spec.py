@@ -69,6 +69,27 @@ class StageSpec(Strict):
         None, ge=1, description="Epoch budget per trial; default train.epochs."
     )
     grid_points: int = Field(3, ge=1, description="grid: points per numeric parameter.")
+    keep_top: float = Field(
+        0.2,
+        gt=0,
+        description="Best trials of the stage before that set this stage's box: a fraction "
+        "(below 1) of its finished trials, or a count (1 or more).",
+    )
+    margin: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Widening of the box on each side, as a share of the full range "
+        "in the parameter's own scale.",
+    )
+
+    @model_validator(mode="after")
+    def _keep_top_is_fraction_or_count(self) -> StageSpec:
+        if self.keep_top >= 1 and self.keep_top != int(self.keep_top):
+            raise ValueError(
+                f"keep_top must be a fraction below 1 or a whole count, but got {self.keep_top}"
+            )
+        return self
 
 
 class ObjectiveSpec(Strict):

@@ -1,4 +1,11 @@
-"""Stages of a sweep: each with its own budget, sampler, pruner and epoch budget."""
+"""Stages of a sweep: each with its own budget, sampler, pruner and epoch budget.
+
+Coarse to fine: the first stage searches the spec's full ranges; each later stage searches the
+box around the best trials of the stage before (`narrow`) and starts from the earlier trials
+inside that box (`carried_trials`): they count as its first observations without being trained
+again. Each stage has its own Optuna study, because changing a parameter's range inside one
+study misleads TPE (optuna#1553).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.space import SearchSpace
-from sweeps.spec import PrunerName, PrunerSpec, SamplerName, StageSpec, SweepSpec
+from sweeps.spec import Direction, PrunerName, PrunerSpec, SamplerName, StageSpec, SweepSpec
+from sweeps.studies import CARRIED_FROM, MLFLOW_RUN_ID, uses_budget
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class StagePlan:
 
 
 def plan_stages(spec: SweepSpec) -> list[StagePlan]:
+    """Stages over the full space; the driver narrows each later stage's space when it starts."""
     return [
         StagePlan(
             index=i,
@@ -35,6 +45,48 @@ def plan_stages(spec: SweepSpec) -> list[StagePlan]:
         )
         for i, stage in enumerate(spec.stages)
     ]
+
+
+def best_trials(
+    trials: list[FrozenTrial], keep_top: float, direction: Direction
+) -> list[FrozenTrial]:
+    """The best complete trials: `keep_top` as a count, or as a share (at least one) of the
+    stage's own finished trials."""
+    complete = [t for t in trials if t.state is TrialState.COMPLETE and t.value is not None]
+    sign = -1.0 if direction == "maximize" else 1.0
+    complete.sort(key=lambda t: sign * float(t.value or 0.0))
+    if keep_top >= 1:
+        count = int(keep_top)
+    else:
+        count = max(1, round(keep_top * sum(uses_budget(t) for t in trials)))
+    return complete[:count]
+
+
+def narrow(space: SearchSpace, kept: list[FrozenTrial], margin: float) -> SearchSpace:
+    """The box around `kept` trials; the whole `space` if none was kept."""
+    return space.narrow([t.params for t in kept], margin) if kept else space
+
+
+def carried_trials(trials: list[FrozenTrial], stage: str, space: SearchSpace) -> list[FrozenTrial]:
+    """Copies of `stage`'s complete trials that lie inside `space`, for `Study.add_trials`."""
+    distributions = space.distributions()
+    carried = []
+    for t in trials:
+        if t.state is not TrialState.COMPLETE or t.value is None or not space.contains(t.params):
+            continue
+        attrs = {CARRIED_FROM: t.user_attrs.get(CARRIED_FROM, f"{stage}#{t.number}")}
+        if MLFLOW_RUN_ID in t.user_attrs:
+            attrs[MLFLOW_RUN_ID] = t.user_attrs[MLFLOW_RUN_ID]
+        carried.append(
+            optuna.trial.create_trial(
+                params={name: t.params[name] for name in distributions},
+                distributions=distributions,
+                value=t.value,
+                intermediate_values=dict(t.intermediate_values),
+                user_attrs=attrs,
+            )
+        )
+    return carried
 
 
 def make_sampler(plan: StagePlan, seed: int) -> optuna.samplers.BaseSampler:

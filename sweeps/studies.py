@@ -24,6 +24,13 @@ MLFLOW_RUN_ID = "mlflow_run_id"
 # A trial cut short because the driver stopped; it does not use up budget and is run again.
 INTERRUPTED = "interrupted"
 FINGERPRINT = "fingerprint"
+# A trial of an earlier stage copied into a later stage's study as a first observation;
+# it was trained once, in its own stage, and counts there only.
+CARRIED_FROM = "carried_from"
+# Study attributes: the stage's search space (SearchSpace.dump) and its box in user form.
+SPACE = "space"
+BOX = "box"
+KEPT = "kept_from_previous_stage"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -101,16 +108,28 @@ def fail_interrupted(study: optuna.Study) -> list[FrozenTrial]:
     return stale
 
 
+def is_carried(trial: FrozenTrial) -> bool:
+    return CARRIED_FROM in trial.user_attrs
+
+
+def own_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The stage's own trials, without those carried over from the stage before."""
+    return [t for t in trials if not is_carried(t)]
+
+
 def uses_budget(trial: FrozenTrial) -> bool:
-    """Finished trials count against the budget, except those the driver's death cut short."""
+    """Finished trials count against the budget, except those the driver's death cut short
+    and those carried over from an earlier stage."""
+    if is_carried(trial):
+        return False
     if trial.state is TrialState.FAIL:
         return trial.user_attrs.get(FAIL_REASON) != INTERRUPTED
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def count_states(trials: list[FrozenTrial]) -> dict[str, int]:
-    """complete / pruned / failed / running counts, as `caviar status` shows them."""
-    counts = Counter(t.state for t in trials)
+    """complete / pruned / failed / running counts of own trials, as `caviar status` shows them."""
+    counts = Counter(t.state for t in own_trials(trials))
     return {
         "complete": counts[TrialState.COMPLETE],
         "pruned": counts[TrialState.PRUNED],

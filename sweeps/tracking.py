@@ -70,11 +70,9 @@ class Tracker:
         self, name: str, params: dict[str, Any], tags: dict[str, str], files: dict[str, str]
     ) -> str:
         """Open the sweep's parent run, reusing the one an earlier driver created."""
-        existing = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{ROLE}` = '{SWEEP_ROLE}'", max_results=1
-        )
-        if existing:
-            run_id = existing[0].info.run_id
+        existing = _sweep_run_id(self.client, self.experiment_id)
+        if existing is not None:
+            run_id = existing
             self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(
@@ -97,6 +95,14 @@ class Tracker:
             metrics=[Metric(f"best_{metric}", value, _now_ms(), finished)],
             tags={f"best.{k}": _text(v) for k, v in params.items()} | {"best.value": _text(value)},
         )
+
+    def record_stage(self, stage: str, box: dict[str, list[Any]], kept: int, carried: int) -> None:
+        """A stage's search box (user form) and where it came from, as parent-run tags."""
+        assert self.parent_run_id is not None
+        tags = {f"box.{stage}.{name}": _text(bounds) for name, bounds in box.items()}
+        tags[f"stage.{stage}.kept_from_previous"] = str(kept)
+        tags[f"stage.{stage}.carried_trials"] = str(carried)
+        self._log_batch(self.parent_run_id, tags=tags)
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         self.flush()
@@ -172,6 +178,29 @@ class Tracker:
             metric_list = metric_list[_MAX_METRICS:]
             param_list = param_list[_MAX_PARAMS:]
             tag_list = tag_list[_MAX_TAGS:]
+
+
+def attach_to_sweep(tracking_uri: str, experiment: str, path: Path) -> str | None:
+    """Log a file (e.g. the report) to the sweep's parent run; the run id, or None if the sweep
+    has no MLflow record there yet (nothing is created)."""
+    if (
+        tracking_uri.startswith("sqlite:///")
+        and not Path(tracking_uri[len("sqlite:///") :]).exists()
+    ):
+        return None
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    run_id = _sweep_run_id(client, found.experiment_id) if found is not None else None
+    if run_id is not None:
+        client.log_artifact(run_id, str(path))
+    return run_id
+
+
+def _sweep_run_id(client: MlflowClient, experiment_id: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{ROLE}` = '{SWEEP_ROLE}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def provenance(device: str) -> dict[str, str]:

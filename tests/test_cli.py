@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sweeps.cli import app
 from sweeps.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
-from tests.conftest import spec_dict, write_spec
+from tests.conftest import TWO_STAGES, spec_dict, write_spec
 
 runner = CliRunner()
 
@@ -41,26 +41,31 @@ def mlflow_runs(run_dir: Path, experiment: str):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_instance")
-def test_sweep_status_and_mlflow_end_to_end(tmp_path):
-    spec = write_spec(tmp_path)
+def test_sweep_status_report_and_mlflow_end_to_end(tmp_path):
+    spec = write_spec(tmp_path, spec_dict(stages=TWO_STAGES))
     run_dir = tmp_path / "runs"
     result = caviar("sweep", spec, "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
-    assert "best" in result.output
+    assert "best" in result.output and "box around the best 2 trial(s) of coarse" in result.output
 
     report = status_json(spec, run_dir)
-    assert set(report) == {"name", "trials", "best"} and report["name"] == "tiny"
+    assert set(report) == {"name", "trials", "best", "stages"} and report["name"] == "tiny"
     trials = report["trials"]
     assert set(trials) == {"complete", "pruned", "failed", "running"}
-    assert trials["complete"] + trials["pruned"] + trials["failed"] == 8
+    assert trials["complete"] + trials["pruned"] + trials["failed"] == 12
     assert trials["running"] == 0 and trials["pruned"] > 0
     assert 0 < report["best"]["value"] <= 1
     assert set(report["best"]["params"]) == {"lr", "momentum"}
+    coarse, fine = report["stages"]
+    assert (coarse["name"], coarse["box"]["lr"]) == ("coarse", [1e-4, 1.0])
+    assert 1e-4 <= fine["box"]["lr"][0] < fine["box"]["lr"][1] <= 1.0
+    assert sum(fine["trials"].values()) == 4
 
     client, runs = mlflow_runs(run_dir, "tiny")
     parents = [r for r in runs if r.data.tags.get("caviar.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("caviar.role") == "trial"]
-    assert len(parents) == 1 and len(children) == 8
+    assert len(parents) == 1 and len(children) == 12
+    assert sorted(r.data.tags["stage"] for r in children) == ["coarse"] * 8 + ["fine"] * 4
     assert parents[0].info.status == "FINISHED"
     assert float(parents[0].data.tags["best.value"]) == pytest.approx(report["best"]["value"])
     for child in children:
@@ -70,6 +75,12 @@ def test_sweep_status_and_mlflow_end_to_end(tmp_path):
         assert child.info.status in ("FINISHED", "KILLED")
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"spec.yaml", "resolved_spec.yaml"} <= artifacts
+
+    html = caviar("report", spec, "--run-dir", run_dir)
+    assert html.exit_code == 0, html.output
+    page = run_dir / "reports" / "tiny.html"
+    assert page.read_text().count("Plotly.newPlot") == 5
+    assert "tiny.html" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
 
     again = caviar("sweep", spec, "--run-dir", run_dir)
     assert again.exit_code == 0, again.output
@@ -110,12 +121,16 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_status_of_a_sweep_never_run_creates_nothing(tmp_path):
     spec = write_spec(tmp_path)
     report = status_json(spec, tmp_path / "runs")
+    none = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
     assert report == {
         "name": "tiny",
-        "trials": {"complete": 0, "pruned": 0, "failed": 0, "running": 0},
+        "trials": none,
         "best": {"value": None, "params": {}},
+        "stages": [{"name": "search", "budget": 8, "trials": none, "box": None}],
     }
     assert not (tmp_path / "runs").exists()
+    missing = caviar("report", spec, "--run-dir", tmp_path / "runs")
+    assert missing.exit_code == 2 and "run `caviar sweep" in missing.output
 
 
 def test_train_prints_a_learning_curve(tmp_path):

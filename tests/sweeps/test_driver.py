@@ -13,26 +13,7 @@ from sweeps.executor import EpochDone, InProcessExecutor
 from sweeps.spec import load_spec
 from sweeps.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
 from sweeps.tracking import Tracker
-from tests.conftest import spec_dict, write_spec
-
-
-class Quiet:
-    """A progress sink that keeps what it was told."""
-
-    def __init__(self):
-        self.ended, self.notes = [], []
-
-    def stage_started(self, plan, done):
-        pass
-
-    def trial_ended(self, end, best):
-        self.ended.append(end)
-
-    def running(self, count):
-        pass
-
-    def note(self, text):
-        self.notes.append(text)
+from tests.conftest import RecordingProgress, spec_dict, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +26,7 @@ def drive(tmp_path, data, spec_changes=None, executor=None):
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec.name, tmp_path / "artifacts")
     tracker.start_sweep(spec.name, {}, {}, {})
-    progress = Quiet()
+    progress = RecordingProgress()
     driver = SweepDriver(spec, storage, tracker, executor or InProcessExecutor(data), progress)
     best = driver.run()
     study = optuna.load_study(study_name=study_name(spec.name, "search"), storage=storage)
