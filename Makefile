@@ -9,7 +9,7 @@ SPEC   ?= sweeps/specs/quick.yaml
 RUN_DIR ?= runs
 PORT   ?= 5000
 
-.PHONY: setup sweep status ui test test-fast lint check clean
+.PHONY: setup sweep status report ui test test-fast lint check bench bench-search clean
 
 setup: $(BIN)/caviar
 
@@ -24,6 +24,9 @@ sweep: setup
 
 status: setup
 	$(BIN)/caviar status $(SPEC) --run-dir $(RUN_DIR)
+
+report: setup
+	$(BIN)/caviar report $(SPEC) --run-dir $(RUN_DIR)
 
 ui: setup
 	$(BIN)/caviar ui --run-dir $(RUN_DIR) --port $(PORT)
@@ -40,6 +43,12 @@ lint: setup
 	$(BIN)/mypy
 
 check: lint test
+
+# Grid vs random vs coarse-to-fine on MNIST-1D at equal budget, 5 seeds each (~3 min).
+bench-search: setup
+	$(BIN)/python -m sweeps.bench search --out $(RUN_DIR)/bench-search
+
+bench: bench-search
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -351,8 +351,9 @@ def _linspace(low: float, high: float, points: int) -> list[float]:
     if points == 1:
         return [(low + high) / 2]
     step = (high - low) / (points - 1)
-    return [low + i * step for i in range(points)]
+    return [low + i * step for i in range(points - 1)] + [high]
 
 
 def _geomspace(low: float, high: float, points: int) -> list[float]:
-    return [math.exp(v) for v in _linspace(math.log(low), math.log(high), points)]
+    inner = [math.exp(v) for v in _linspace(math.log(low), math.log(high), points)[1:-1]]
+    return [low, *inner, high] if points > 1 else [math.sqrt(low * high)]

@@ -89,6 +89,14 @@ def carried_trials(trials: list[FrozenTrial], stage: str, space: SearchSpace) ->
     return carried
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its `Study.stop()` once the grid is used up: that call only
+    works inside `Study.optimize`, and here the stage's budget ends the stage."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
 def make_sampler(plan: StagePlan, seed: int) -> optuna.samplers.BaseSampler:
     """The stage's sampler, seeded per stage so that stages do not repeat each other's draws."""
     seed = seed * 1000 + plan.index
@@ -103,7 +111,7 @@ def make_sampler(plan: StagePlan, seed: int) -> optuna.samplers.BaseSampler:
             seed=seed, n_startup_trials=min(10, max(2, plan.trials // 4)), constant_liar=True
         )
     if kind is SamplerName.GRID:
-        return optuna.samplers.GridSampler(plan.space.grid(plan.spec.grid_points), seed=seed)
+        return _GridSampler(plan.space.grid(plan.spec.grid_points), seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 

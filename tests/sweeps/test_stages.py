@@ -100,3 +100,16 @@ def test_a_resumed_sweep_keeps_the_recorded_box(swept, tmp_path):
     assert again.user_attrs[SPACE] == fine.user_attrs[SPACE]
     own = [t for t in again.trials if CARRIED_FROM not in t.user_attrs]
     assert len(own) == 5, "one more trial for the larger budget, in the same box"
+
+
+def test_grid_stage_runs_the_whole_grid_in_ask_and_tell(tmp_path):
+    stages = [{"name": "grid", "trials": 4, "sampler": "grid", "grid_points": 2}]
+    spec = load_spec(write_spec(tmp_path, spec_dict(stages=stages, train={"epochs": 1})))
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec.name, tmp_path / "artifacts")
+    tracker.start_sweep(spec.name, {}, {}, {})
+    executor = InProcessExecutor(build_dataset(spec.data))
+    SweepDriver(spec, storage, tracker, executor, RecordingProgress()).run()
+    study = optuna.load_study(study_name=study_name("tiny", "grid"), storage=storage)
+    points = {(round(t.params["lr"], 12), round(t.params["1-momentum"], 12)) for t in study.trials}
+    assert points == {(1e-4, 0.01), (1e-4, 0.5), (1.0, 0.01), (1.0, 0.5)}, "each grid point once"
