@@ -9,6 +9,7 @@ study misleads TPE (optuna#1553).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -93,7 +94,13 @@ class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler, minus its `Study.stop()` once the grid is used up: that call only
     works inside `Study.optimize`, and here the stage's budget ends the stage."""
 
-    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[no-untyped-def]
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
         return None
 
 
