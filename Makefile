@@ -8,8 +8,10 @@ TORCH  ?= torch==2.13.0
 SPEC   ?= sweeps/specs/quick.yaml
 RUN_DIR ?= runs
 PORT   ?= 5000
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup sweep status report ui test test-fast lint check bench bench-search clean
+.PHONY: setup setup-browser setup-postgres sweep status report ui test test-fast lint check bench bench-search \
+	bench-tracking clean
 
 setup: $(BIN)/caviar
 
@@ -18,6 +20,16 @@ $(BIN)/caviar: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
+
+# Debian's Chromium and ChromeDriver for the browser test (skipped, with the reason, without).
+setup-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
+# A PostgreSQL server for the cluster test (Optuna storage and MLflow store); skipped without.
+setup-postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
 
 sweep: setup
 	$(BIN)/caviar sweep $(SPEC) --run-dir $(RUN_DIR)
@@ -48,7 +60,11 @@ check: lint test
 bench-search: setup
 	$(BIN)/python -m sweeps.bench search --out $(RUN_DIR)/bench-search
 
-bench: bench-search
+# MLflow's share of sweep wall time, local SQLite store and tracking server (~6 min).
+bench-tracking: setup
+	$(BIN)/python -m sweeps.bench tracking --out $(RUN_DIR)/bench-tracking
+
+bench: bench-search bench-tracking
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from cluster.runtime import TrialResources
@@ -39,6 +40,10 @@ class TrialWorker:
     def next_epoch(self) -> EpochMetrics:
         assert self.trainer is not None, "begin a trial first"
         return self.trainer.run_epoch()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        assert self.trainer is not None, "begin a trial first"
+        return self.trainer.weights()
 
     def end(self) -> None:
         self.trainer = None
@@ -88,6 +93,12 @@ class RayExecutor:
         if running is not None:
             running.actor.end.remote()
             self._idle.append(running.actor)
+
+    def weights(self, key: int) -> dict[str, torch.Tensor] | None:
+        try:
+            return dict(ray.get(self._running[key].actor.weights.remote()))
+        except RayActorError:  # the worker died after its last epoch
+            return None
 
     def worker_pid(self, key: int) -> int:
         """Process id of the worker training `key` (for operators and fault tests)."""

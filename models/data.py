@@ -65,7 +65,8 @@ DataSpec = Annotated[Mnist1dSource | DigitsSource | FileSource, Field(discrimina
 
 @dataclass(frozen=True)
 class Dataset:
-    """Normalised splits. Inputs are float32 (n, features); labels int64 class indices."""
+    """Normalised splits. Inputs are float32 (n, features); labels int64 class indices.
+    `mean` and `std` are the training statistics the inputs were scaled with."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -74,6 +75,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
 
     @property
     def n_features(self) -> int:
@@ -82,6 +85,10 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Inputs as they were before scaling (what a deployed model receives)."""
+        return (x * self.std + self.mean).astype(np.float32)
 
 
 def build_dataset(spec: Mnist1dSource | DigitsSource | FileSource) -> Dataset:
@@ -128,6 +135,8 @@ def split_and_normalise(
         x_test=norm(test),
         y_test=y[test].astype(np.int64),
         classes=tuple(str(c) for c in classes),
+        mean=mean.astype(np.float32),
+        std=std.astype(np.float32),
     )
 
 

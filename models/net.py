@@ -53,6 +53,26 @@ def build_network(n_features: int, n_classes: int, config: ModelConfig) -> nn.Se
     return nn.Sequential(*blocks)
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std with the training split's statistics, so a model takes raw inputs."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def deployable(network: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> nn.Sequential:
+    """Raw inputs in, class probabilities out: scaling, the network, softmax; in eval mode."""
+    return nn.Sequential(Standardize(mean, std), network, nn.Softmax(dim=1)).eval()
+
+
 def predict_proba(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities: the softmax of the logits, computed in eval mode."""
     network.eval()

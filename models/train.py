@@ -124,6 +124,10 @@ class Trainer:
             seconds=time.perf_counter() - start,
         )
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The network's state (parameters and BatchNorm running statistics), on the CPU."""
+        return {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """Mean loss and accuracy with BatchNorm's running averages (eval mode)."""
         self.network.eval()

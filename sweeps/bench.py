@@ -1,19 +1,31 @@
-"""Benchmarks of the search itself, run through the real product (Ray, Optuna, MLflow).
+"""Benchmarks, run through the real product (Ray, Optuna, MLflow).
 
 `python -m sweeps.bench search` (`make bench-search`): on MNIST-1D, at the same trial budget and
 epochs per trial, compare a grid, random search and coarse-to-fine (random over the full ranges,
 then random inside the box around the best trials). Each strategy runs with several seeds; the
 table shows the best validation accuracy (mean, standard deviation, range) and wall time.
+
+`python -m sweeps.bench tracking` (`make bench-tracking`): MLflow's share of sweep wall time,
+for the shipped specs, with the local SQLite store and with a tracking server.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
+import requests
 import typer
 import yaml
 from rich.console import Console
@@ -103,13 +115,74 @@ def search(
                     yaml.safe_dump(search_spec(name, stages, seed, epochs, samples))
                 )
                 start = time.perf_counter()
-                best = run_sweep(spec_path, Locations(out / "store"), None, Console(quiet=True))
+                best = run_sweep(
+                    spec_path, Locations(out / "store"), None, Console(quiet=True)
+                ).best
                 seconds = time.perf_counter() - start
                 assert best.value is not None
                 results[name].append({"seed": seed, "best": best.value, "seconds": seconds})
                 console.print(f"  {name:<15} seed {seed}: best {best.value:.4f} in {seconds:.0f} s")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     console.print(_table(results, epochs))
+
+
+@app.command()
+def tracking(
+    specs: Annotated[list[Path] | None, typer.Argument(help="Specs to sweep.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the stores.")] = Path("runs/bench-tracking"),
+    server: Annotated[bool, typer.Option(help="Also log to a local MLflow server.")] = True,
+) -> None:
+    """Time spent in MLflow calls as a share of each sweep's wall time (goal: under 5%)."""
+    console = Console()
+    chosen = specs or [Path("sweeps/specs/quick.yaml"), Path("sweeps/specs/mnist1d.yaml")]
+    shutil.rmtree(out, ignore_errors=True)
+    rows = []
+    with ray_session():
+        for spec in chosen:
+            local = run_sweep(spec, Locations(out / "local"), None, Console(quiet=True))
+            rows.append((spec.name, "SQLite file", local))
+            console.print(
+                f"  {spec.name} (SQLite): {local.mlflow_share:.1%} of {local.seconds:.0f} s"
+            )
+            if server:
+                with _tracking_server(out / "server") as url:
+                    remote = run_sweep(spec, Locations(out / "remote", tracking_uri=url), None,
+                                       Console(quiet=True))  # fmt: skip
+                rows.append((spec.name, "tracking server", remote))
+                console.print(
+                    f"  {spec.name} (server): {remote.mlflow_share:.1%} of {remote.seconds:.0f} s"
+                )
+    table = Table("spec", "MLflow store", "sweep wall time", "in MLflow calls", "share",
+                  title="MLflow's share of sweep wall time")  # fmt: skip
+    for name, store, outcome in rows:
+        table.add_row(name, store, f"{outcome.seconds:.1f} s", f"{outcome.mlflow_seconds:.2f} s",
+                      f"{outcome.mlflow_share:.1%}")  # fmt: skip
+    console.print(table)
+
+
+@contextmanager
+def _tracking_server(run_dir: Path) -> Iterator[str]:
+    """`caviar ui` on a free port, as a tracking server; stopped on exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    caviar = Path(sys.executable).parent / "caviar"
+    process = subprocess.Popen(
+        [caviar, "ui", "--run-dir", run_dir, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            with suppress(requests.RequestException):
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
 
 
 def _table(results: dict[str, list[dict[str, float]]], epochs: int) -> Table:

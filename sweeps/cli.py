@@ -80,7 +80,13 @@ def sweep(
     from sweeps.launch import Locations, run_sweep
 
     with user_errors():
-        best = run_sweep(spec, Locations(run_dir, storage, tracking_uri), ray_address, console)
+        outcome = run_sweep(spec, Locations(run_dir, storage, tracking_uri), ray_address, console)
+    best = outcome.best
+    console.print(
+        f"{outcome.seconds:.1f} s, of which MLflow {outcome.mlflow_seconds:.2f} s "
+        f"({outcome.mlflow_share:.1%})",
+        highlight=False,
+    )
     if best.value is None:
         console.print("no trial completed")
         return
@@ -253,35 +259,69 @@ def report(
 
 
 @app.command()
+def sync(
+    spec: SpecArg,
+    run_dir: RunDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Send MLflow writes that were kept on disk while the tracking server was unreachable."""
+    from sweeps.mlflow_writer import MlflowWriter
+    from sweeps.spec import load_spec
+    from sweeps.studies import sweep_lock
+    from sweeps.tracking import spool_dir
+
+    with user_errors():
+        loaded = load_spec(spec)
+        folder = spool_dir(run_dir, loaded.name)
+        target = tracking_uri or MlflowWriter.spooled_for(folder)
+        if target is None:
+            console.print(f"nothing waiting for MLflow in {folder}")
+            return
+        with sweep_lock(run_dir, loaded.name):  # the sweep's driver is the only other writer
+            writer = MlflowWriter(target, loaded.name, folder)
+            waiting = writer.pending
+            left = writer.sync()
+    if left:
+        errors.print(f"MLflow at {target} is still unreachable; {left} of {waiting} writes wait")
+        raise typer.Exit(1)
+    console.print(f"sent {waiting} writes to {target}", highlight=False)
+
+
+@app.command()
 def ui(
     run_dir: RunDir = Path("runs"),
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[
         str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")
     ] = "127.0.0.1",
-    tracking_uri: TrackingUri = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="MLflow backend store, e.g. postgresql://... (default: SQLite in RUN_DIR).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the MLflow UI over the run directory's store."""
+    """Serve the MLflow UI (a real `mlflow server`) over the run directory's store.
+
+    It is also a tracking server: sweeps on other machines log to it with
+    `--tracking-uri http://HOST:PORT`; their artifacts land in RUN_DIR/artifacts."""
     from sweeps.tracking import default_tracking_uri
 
     with user_errors():
         _check_port_free(host, port)
-        store = tracking_uri or default_tracking_uri(run_dir)
+        backend = store or default_tracking_uri(run_dir)
+        if store is None and not (run_dir / "mlflow.db").exists():
+            console.print(f"[yellow]no sweep recorded in {run_dir} yet: run `make sweep`[/yellow]")
+        artifacts = (run_dir / "artifacts").resolve()
         command = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            store,
-            "--default-artifact-root",
-            (run_dir / "artifacts").resolve().as_uri(),
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ]
-        console.print(f"MLflow UI on http://{host}:{port} (store {store}); Ctrl-C stops it")
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend,
+            "--artifacts-destination", artifacts.as_uri(),
+            "--host", host,
+            "--port", str(port),
+        ]  # fmt: skip
+        console.print(f"MLflow UI on http://{host}:{port} (store {backend}); Ctrl-C stops it")
         try:
             raise typer.Exit(subprocess.call(command))
         except KeyboardInterrupt:
@@ -308,6 +348,8 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server would: connections of an earlier server in TIME_WAIT do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
+from models.net import ModelConfig
 from models.train import EpochMetrics
+from sweeps.champion import Candidate, ChampionKeeper
 from sweeps.executor import Event, TrialCrashed, TrialExecutor, TrialJob, WorkerLost
 from sweeps.space import SearchSpace, format_box
 from sweeps.spec import Direction, SweepSpec
@@ -29,10 +32,12 @@ from sweeps.stages import (
 )
 from sweeps.studies import (
     BOX,
+    CHAMPION,
+    CHECKPOINT,
     FAIL_REASON,
     INTERRUPTED,
     KEPT,
-    MLFLOW_RUN_ID,
+    MLFLOW_RUN_KEY,
     SPACE,
     fail_interrupted,
     is_carried,
@@ -73,21 +78,32 @@ class Best:
     params: dict[str, Any] = field(default_factory=dict)
     stage: str | None = None
     number: int | None = None
+    key: str | None = None  # its MLflow run key
+    checkpoint: Path | None = None  # its saved weights, when they were kept
 
-    def offer(self, value: float, params: dict[str, Any], stage: str, number: int) -> bool:
-        better = self.value is None or (
-            value > self.value if self.direction == "maximize" else value < self.value
-        )
-        if better:
-            self.value, self.params, self.stage, self.number = value, params, stage, number
-        return better
+    @property
+    def label(self) -> str:
+        return f"{self.stage}#{self.number}"
+
+    def beaten_by(self, value: float) -> bool:
+        if self.value is None:
+            return True
+        return value > self.value if self.direction == "maximize" else value < self.value
+
+    def take(self, value: float, params: dict[str, Any], stage: str, trial: Any) -> None:
+        """Make `trial` (an Optuna trial, live or frozen) the best."""
+        self.value, self.params, self.stage, self.number = value, params, stage, trial.number
+        self.key = trial.user_attrs.get(MLFLOW_RUN_KEY)
+        saved = trial.user_attrs.get(CHECKPOINT)
+        self.checkpoint = Path(saved) if saved else None
 
 
 @dataclass
 class _Live:
     trial: optuna.Trial
-    run_id: str
+    key: str  # MLflow run key
     params: dict[str, Any]
+    model: ModelConfig
     recorded: int = 0  # epochs already reported (a restarted worker repeats them)
 
 
@@ -99,8 +115,10 @@ class SweepDriver:
         tracker: Tracker,
         executor: TrialExecutor,
         progress: ProgressSink,
+        champion: ChampionKeeper | None = None,
     ) -> None:
         self.spec = spec
+        self.champion = champion
         self.storage = storage
         self.tracker = tracker
         self.executor = executor
@@ -110,6 +128,7 @@ class SweepDriver:
         self.best = Best(spec.objective.direction)
         self._live: dict[int, _Live] = {}
         self._finished = 0
+        self._first_study: optuna.Study | None = None
 
     def run(self) -> Best:
         """Run every stage's remaining budget; on any exit, running trials are closed."""
@@ -117,14 +136,40 @@ class SweepDriver:
         try:
             for plan in plan_stages(self.spec):
                 plan, study = self._open_stage(plan, previous)
+                self._first_study = self._first_study or study
                 self._run_stage(plan, study)
                 previous = (plan, study)
+            self._publish_champion()
         except BaseException:
             self._abandon_live()
             self.tracker.end_sweep(status="KILLED")
             raise
-        self.tracker.end_sweep()
+        waiting = self.tracker.end_sweep()
+        if waiting:
+            self.progress.note(
+                f"MLflow at {self.tracker.writer.tracking_uri} is unreachable: {waiting} writes "
+                f"wait in {self.tracker.writer.spool_dir}; `caviar sync` sends them"
+            )
         return self.best
+
+    def _publish_champion(self) -> None:
+        """Log and register the best trial's network, unless it already is the champion."""
+        best, study = self.best, self._first_study
+        if self.champion is None or best.value is None or study is None:
+            return
+        if study.user_attrs.get(CHAMPION) == best.label:
+            return
+        if best.checkpoint is None or best.key is None or not best.checkpoint.exists():
+            self.progress.note(f"champion {best.label}: its weights were not kept; not logged")
+            return
+        accuracy = self.champion.publish(
+            Candidate(best.key, best.label, best.value, best.checkpoint), self.metric
+        )
+        study.set_user_attr(CHAMPION, best.label)
+        self.progress.note(
+            f"champion {best.label}: registered as '{self.spec.name}@champion', "
+            f"test accuracy {accuracy:.4f}"
+        )
 
     def _open_stage(
         self, plan: StagePlan, previous: tuple[StagePlan, optuna.Study] | None
@@ -174,9 +219,12 @@ class SweepDriver:
 
     def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
         for stale in fail_interrupted(study):
-            run_id = stale.user_attrs.get(MLFLOW_RUN_ID)
-            if run_id:
-                self.tracker.end_trial(run_id, "failed", {"failure_reason": INTERRUPTED})
+            # A driver killed between asking Optuna and recording the trial's run left no run:
+            # make one now, so every trial has its record.
+            key = stale.user_attrs.get(MLFLOW_RUN_KEY) or self.tracker.start_trial(
+                plan.name, stale.number, plan.space.to_values(stale.params)
+            )
+            self.tracker.end_trial(key, "failed", {"failure_reason": INTERRUPTED})
             self.progress.note(
                 f"{plan.name} trial {stale.number}: left running by a stopped driver; re-issued"
             )
@@ -198,8 +246,12 @@ class SweepDriver:
         for t in trials:
             if is_carried(t):
                 continue
-            if t.state is TrialState.COMPLETE and t.value is not None:
-                self.best.offer(t.value, plan.space.to_values(t.params), plan.name, t.number)
+            if (
+                t.state is TrialState.COMPLETE
+                and t.value is not None
+                and self.best.beaten_by(t.value)
+            ):
+                self.best.take(t.value, plan.space.to_values(t.params), plan.name, t)
             if uses_budget(t):
                 self._finished += 1
 
@@ -207,14 +259,14 @@ class SweepDriver:
         trial = study.ask(plan.space.distributions())
         params = plan.space.to_values(trial.params)
         model, train = self.spec.configs(params, epochs=plan.epochs)
-        run_id = self.tracker.start_trial(
+        key = self.tracker.start_trial(
             plan.name,
             trial.number,
             {**model.model_dump(mode="json"), **train.model_dump(mode="json")},
         )
-        trial.set_user_attr(MLFLOW_RUN_ID, run_id)
+        trial.set_user_attr(MLFLOW_RUN_KEY, key)
         trial.set_user_attr("stage", plan.name)
-        self._live[trial.number] = _Live(trial, run_id, params)
+        self._live[trial.number] = _Live(trial, key, params, model)
         self.executor.start(TrialJob(trial.number, model, train))
 
     def _handle(self, study: optuna.Study, plan: StagePlan, event: Event) -> None:
@@ -233,7 +285,7 @@ class SweepDriver:
             self.executor.proceed(event.key)
             return
         live.recorded = metrics.epoch
-        self.tracker.log_epoch(live.run_id, metrics)
+        self.tracker.log_epoch(live.key, metrics)
         if metrics.diverged:
             self._finish(study, plan, event.key, TrialState.FAIL, None, "diverged")
             return
@@ -260,24 +312,29 @@ class SweepDriver:
         reason: str | None = None,
     ) -> None:
         live = self._live.pop(key)
-        self.executor.release(key)
-        if reason is not None:
-            live.trial.set_user_attr(FAIL_REASON, reason)
-        study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
-        label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
-        tags = {"failure_reason": reason} if reason else {}
-        if state is TrialState.PRUNED:
-            tags["pruned_at_epoch"] = str(live.recorded)
-        self.tracker.end_trial(live.run_id, label, tags)
-        self._finished += 1
         improved = (
             state is TrialState.COMPLETE
             and value is not None
             and math.isfinite(value)
-            and self.best.offer(value, live.params, plan.name, live.trial.number)
+            and self.best.beaten_by(value)
         )
         if improved:
+            self._keep_weights(live, plan.name, key)
+        self.executor.release(key)
+        if reason is not None:
+            live.trial.set_user_attr(FAIL_REASON, reason)
+        label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
+        tags = {"failure_reason": reason} if reason else {}
+        if state is TrialState.PRUNED:
+            tags["pruned_at_epoch"] = str(live.recorded)
+        # MLflow first: if the driver dies between the two, Optuna still has the trial running,
+        # so the next driver marks both interrupted instead of leaving an MLflow run open.
+        self.tracker.end_trial(live.key, label, tags)
+        study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
+        self._finished += 1
+        if improved:
             assert value is not None
+            self.best.take(value, live.params, plan.name, live.trial)
             self.tracker.record_best(self.metric, value, live.params, self._finished)
         self.progress.trial_ended(
             TrialEnd(
@@ -286,11 +343,22 @@ class SweepDriver:
             self.best,
         )
 
+    def _keep_weights(self, live: _Live, stage: str, key: int) -> None:
+        """Checkpoint a trial about to become the best, so the champion survives a restart."""
+        if self.champion is None:
+            return
+        weights = self.executor.weights(key)
+        if weights is None:
+            self.progress.note(f"{stage} trial {live.trial.number}: worker gone, weights not kept")
+            return
+        path = self.champion.keep(f"{stage}#{live.trial.number}", live.model, weights)
+        live.trial.set_user_attr(CHECKPOINT, str(path))
+
     def _abandon_live(self) -> None:
         """The driver is stopping: running trials become 'interrupted' and are re-run later."""
         for key, live in list(self._live.items()):
             self.executor.release(key)
             live.trial.set_user_attr(FAIL_REASON, INTERRUPTED)
             live.trial.study.tell(live.trial, state=TrialState.FAIL)
-            self.tracker.end_trial(live.run_id, "failed", {"failure_reason": INTERRUPTED})
+            self.tracker.end_trial(live.key, "failed", {"failure_reason": INTERRUPTED})
         self._live.clear()

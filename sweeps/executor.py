@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
+
 from models.data import Dataset
 from models.net import ModelConfig
 from models.train import EpochMetrics, TrainConfig, Trainer
@@ -67,6 +69,11 @@ class TrialExecutor(Protocol):
     def release(self, key: int) -> None:
         """The trial is over; free its worker."""
 
+    def weights(self, key: int) -> dict[str, torch.Tensor] | None:
+        """The trial's network weights (on the CPU), before it is released; None if its
+        worker is gone."""
+        ...
+
     def wait(self, timeout: float) -> list[Event]:
         """Events that arrived, waiting up to `timeout` seconds for the first one."""
         ...
@@ -97,6 +104,9 @@ class InProcessExecutor:
 
     def release(self, key: int) -> None:
         self._trainers.pop(key, None)
+
+    def weights(self, key: int) -> dict[str, torch.Tensor] | None:
+        return self._trainers[key].weights()
 
     def wait(self, timeout: float) -> list[Event]:
         if not self._due:

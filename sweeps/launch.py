@@ -3,6 +3,7 @@ the studies, MLflow and the Ray workers, then the driver loop."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from cluster.executor import RayExecutor
 from cluster.runtime import TrialResources, concurrent_slots, ray_session
 from models.data import build_dataset
 from models.train import choose_device
+from sweeps.champion import ChampionKeeper
 from sweeps.driver import Best, SweepDriver
 from sweeps.progress import RichProgress
 from sweeps.spec import load_spec
 from sweeps.studies import default_storage, open_storage, sweep_lock
-from sweeps.tracking import Tracker, default_tracking_uri, flat_params, provenance
+from sweeps.tracking import Tracker, default_tracking_uri, flat_params, provenance, spool_dir
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,30 @@ class Locations:
         return self.tracking_uri or default_tracking_uri(self.run_dir)
 
 
-def run_sweep(spec_path: Path, where: Locations, ray_address: str | None, console: Console) -> Best:
+@dataclass(frozen=True)
+class SweepOutcome:
+    best: Best
+    seconds: float  # wall time of the sweep, from the lock to the end
+    mlflow_seconds: float  # of which spent in MLflow calls
+
+    @property
+    def mlflow_share(self) -> float:
+        return self.mlflow_seconds / self.seconds if self.seconds else 0.0
+
+
+def run_sweep(
+    spec_path: Path, where: Locations, ray_address: str | None, console: Console
+) -> SweepOutcome:
     spec = load_spec(spec_path)
     data = build_dataset(spec.data)
     where.run_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(where.run_dir, spec.name):
+        start = time.perf_counter()
         storage = open_storage(where.storage_url)
         tracker = Tracker(
             where.tracking,
             experiment=spec.name,
+            spool=spool_dir(where.run_dir, spec.name),
             artifact_root=None if where.tracking_uri else where.run_dir / "artifacts",
         )
         resolved = spec.model_dump(mode="json")
@@ -82,9 +99,13 @@ def run_sweep(spec_path: Path, where: Locations, ray_address: str | None, consol
                     f"{spec.parallel.trials}[/yellow]"
                 )
             executor = RayExecutor(data, resources, slots, max_retries=spec.parallel.max_retries)
+            champion = ChampionKeeper(
+                data, tracker, where.run_dir / "checkpoints" / spec.name, model_name=spec.name
+            )
             try:
                 with RichProgress(spec.objective.metric, console) as progress:
-                    driver = SweepDriver(spec, storage, tracker, executor, progress)
-                    return driver.run()
+                    driver = SweepDriver(spec, storage, tracker, executor, progress, champion)
+                    best = driver.run()
             finally:
                 executor.close()
+        return SweepOutcome(best, time.perf_counter() - start, tracker.seconds)

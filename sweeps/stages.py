@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.space import SearchSpace
 from sweeps.spec import Direction, PrunerName, PrunerSpec, SamplerName, StageSpec, SweepSpec
-from sweeps.studies import CARRIED_FROM, MLFLOW_RUN_ID, uses_budget
+from sweeps.studies import CARRIED_FROM, MLFLOW_RUN_KEY, uses_budget
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def carried_trials(trials: list[FrozenTrial], stage: str, space: SearchSpace) ->
         if t.state is not TrialState.COMPLETE or t.value is None or not space.contains(t.params):
             continue
         attrs = {CARRIED_FROM: t.user_attrs.get(CARRIED_FROM, f"{stage}#{t.number}")}
-        if MLFLOW_RUN_ID in t.user_attrs:
-            attrs[MLFLOW_RUN_ID] = t.user_attrs[MLFLOW_RUN_ID]
+        if MLFLOW_RUN_KEY in t.user_attrs:
+            attrs[MLFLOW_RUN_KEY] = t.user_attrs[MLFLOW_RUN_KEY]
         carried.append(
             optuna.trial.create_trial(
                 params={name: t.params[name] for name in distributions},

@@ -20,7 +20,9 @@ from sweeps.errors import CaviarError, SweepBusy
 from sweeps.spec import Direction
 
 FAIL_REASON = "fail_reason"
-MLFLOW_RUN_ID = "mlflow_run_id"
+MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see sweeps.mlflow_writer)
+CHECKPOINT = "checkpoint"  # weights of a trial that was the best when it finished
+CHAMPION = "champion"  # study attribute: the trial last published as the champion
 # A trial cut short because the driver stopped; it does not use up budget and is run again.
 INTERRUPTED = "interrupted"
 FINGERPRINT = "fingerprint"

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import requests
 import yaml
+from mlflow import MlflowClient
 
 from models.data import build_dataset
+from sweeps.champion import ChampionKeeper
 from sweeps.driver import SweepDriver
 from sweeps.executor import InProcessExecutor
 from sweeps.spec import load_spec
 from sweeps.studies import open_storage, study_name
-from sweeps.tracking import Tracker
+from sweeps.tracking import Tracker, spool_dir
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -92,20 +104,190 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def swept(tmp_path_factory):
-    """A two-stage sweep on the in-process executor, run once per test session:
-    (spec, coarse study, fine study, tracker, folder, progress notes)."""
-    folder = tmp_path_factory.mktemp("c2f")
-    spec = load_spec(write_spec(folder, spec_dict(stages=TWO_STAGES)))
-    storage = open_storage(f"sqlite:///{folder / 'optuna.db'}")
-    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}", spec.name, folder / "artifacts")
-    tracker.start_sweep(spec.name, {}, {}, {})
+@dataclass
+class LocalSweep:
+    """A sweep driven in this process (no Ray): real Optuna and MLflow stores in `folder`."""
+
+    spec: Any
+    folder: Path
+    storage: Any
+    tracker: Tracker
+    progress: RecordingProgress
+    best: Any = None
+
+    tracking_uri: str = ""
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_experiment_by_name(self.spec.name).experiment_id
+
+    def runs(self, filter_string: str = "") -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string, max_results=1000)
+
+    def parent(self) -> Any:
+        (parent,) = self.runs("tags.`caviar.role` = 'sweep'")
+        return parent
+
+    def study(self, stage: str) -> optuna.Study:
+        return optuna.load_study(study_name=study_name(self.spec.name, stage), storage=self.storage)
+
+
+def run_local_sweep(
+    folder: Path,
+    spec_changes: dict[str, Any] | None = None,
+    executor: Any = None,
+    tracking_uri: str | None = None,
+) -> LocalSweep:
+    """Write a spec (TINY_SPEC with `spec_changes`) to `folder` and drive it to the end there.
+    MLflow goes to `tracking_uri`, by default SQLite in `folder`."""
+    spec = load_spec(write_spec(folder, spec_dict(**(spec_changes or {}))))
     data = build_dataset(spec.data)
-    progress = RecordingProgress()
-    SweepDriver(spec, storage, tracker, InProcessExecutor(data), progress).run()
-    coarse, fine = (
-        optuna.load_study(study_name=study_name("tiny", stage), storage=storage)
-        for stage in ("coarse", "fine")
+    uri = tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    sweep = LocalSweep(
+        spec=spec,
+        folder=folder,
+        storage=open_storage(f"sqlite:///{folder / 'optuna.db'}"),
+        tracker=Tracker(
+            uri,
+            spec.name,
+            spool=spool_dir(folder, spec.name),
+            artifact_root=None if tracking_uri else folder / "artifacts",
+        ),
+        progress=RecordingProgress(),
+        tracking_uri=uri,
     )
-    return spec, coarse, fine, tracker, folder, progress.notes
+    sweep.tracker.start_sweep(spec.name, {}, {}, {})
+    champion = ChampionKeeper(data, sweep.tracker, folder / "checkpoints", spec.name)
+    driver = SweepDriver(
+        spec,
+        sweep.storage,
+        sweep.tracker,
+        executor or InProcessExecutor(data),
+        sweep.progress,
+        champion,
+    )
+    sweep.best = driver.run()
+    return sweep
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory) -> LocalSweep:
+    """A two-stage sweep on the in-process executor, run once per test session."""
+    return run_local_sweep(tmp_path_factory.mktemp("c2f"), {"stages": TWO_STAGES})
+
+
+@dataclass
+class MlflowServer:
+    """A real `mlflow server`, started the way users start it: `caviar ui`."""
+
+    run_dir: Path
+    port: int
+    store: str | None = None  # backend store; default SQLite in run_dir
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        log = open(self.run_dir.parent / f"mlflow-server-{self.port}.log", "ab")  # noqa: SIM115
+        command = [CAVIAR, "ui", "--run-dir", str(self.run_dir), "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            command + (["--store", self.store] if self.store else []),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers are stopped with it
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server on port {self.port} did not start; see {log.name}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+CAVIAR = str(Path(sys.executable).parent / "caviar")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A tracking server on a free port, with its store in its own folder; stopped after."""
+    server = MlflowServer(tmp_path / "server-runs", free_port())
+    server.run_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL server on loopback; `url(db)` gives SQLAlchemy URLs."""
+
+    folder: Path
+    port: int
+    bin_dir: Path
+
+    def url(self, database: str) -> str:
+        return f"postgresql://caviar@127.0.0.1:{self.port}/{database}"
+
+    def run(self, tool: str, *args: str) -> None:
+        # PostgreSQL refuses to run as root; tests in CI often are root.
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, str(self.bin_dir / tool), *args], check=True, capture_output=True)
+
+
+def _postgres_bin() -> Path | None:
+    """The folder with initdb, pg_ctl and createdb (Debian keeps them off PATH)."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """PostgreSQL with databases `optuna` and `mlflow`; skipped where it is not installed."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None or not all((bin_dir / t).exists() for t in ("pg_ctl", "createdb")):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    folder = Path(tempfile.mkdtemp(prefix="caviar-pg-"))
+    folder.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    server = Postgres(folder, free_port(), bin_dir)
+    data = str(folder / "data")
+    server.run("initdb", "-D", data, "-A", "trust", "-U", "caviar")
+    options = f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1"
+    server.run("pg_ctl", "-D", data, "-o", options, "-l", str(folder / "log"), "-w", "start")
+    try:
+        for database in ("optuna", "mlflow"):
+            server.run(
+                "createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", "caviar", database
+            )
+        yield server
+    finally:
+        server.run("pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

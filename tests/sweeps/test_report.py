@@ -10,8 +10,7 @@ SECTIONS = [
 
 
 def _stages(swept):
-    spec, _, _, _, folder, _ = swept
-    return spec, load_stages(spec, f"sqlite:///{folder / 'optuna.db'}")
+    return swept.spec, load_stages(swept.spec, f"sqlite:///{swept.folder / 'optuna.db'}")
 
 
 def test_report_is_one_self_contained_page_with_every_section(swept):
@@ -25,7 +24,7 @@ def test_report_is_one_self_contained_page_with_every_section(swept):
 
 
 def test_box_plot_draws_each_stage_box_on_log_axes(swept):
-    _, coarse, fine, *_ = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     figure = report_sections(*_stages(swept))["Coarse-to-fine boxes"]
     assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.type == "log"
     assert figure.layout.yaxis.title.text == "1 - momentum"
@@ -40,7 +39,7 @@ def test_box_plot_draws_each_stage_box_on_log_axes(swept):
 
 
 def test_learning_curves_show_pruned_trials_up_to_where_they_stopped(swept):
-    _, coarse, fine, *_ = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     curves = report_sections(*_stages(swept))["Learning curves"].data
     pruned = [t for t in coarse.trials + fine.trials if t.state.name == "PRUNED"]
     grey = [c for c in curves if c.name.endswith("pruned")]
@@ -51,7 +50,7 @@ def test_learning_curves_show_pruned_trials_up_to_where_they_stopped(swept):
 
 
 def test_history_marks_each_stage_and_the_best_so_far(swept):
-    _, coarse, fine, *_ = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     figure = report_sections(*_stages(swept))["Objective over trials"]
     best_line = next(t for t in figure.data if t.name == "best so far")
     assert list(best_line.y) == sorted(best_line.y)  # maximize: never goes down

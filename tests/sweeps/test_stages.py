@@ -9,16 +9,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from models.data import build_dataset
-from sweeps.driver import SweepDriver
-from sweeps.executor import InProcessExecutor
 from sweeps.space import SearchSpace
-from sweeps.spec import load_spec
 from sweeps.stages import best_trials
 from sweeps.status import sweep_status
-from sweeps.studies import BOX, CARRIED_FROM, KEPT, SPACE, open_storage, study_name
-from sweeps.tracking import Tracker
-from tests.conftest import TWO_STAGES, RecordingProgress, spec_dict, write_spec
+from sweeps.studies import BOX, CARRIED_FROM, KEPT, SPACE
+from tests.conftest import TWO_STAGES, run_local_sweep
 
 
 def finished(number: int, value: float | None, state=TrialState.COMPLETE):
@@ -40,7 +35,7 @@ def test_best_trials_by_count_and_by_share():
 
 
 def test_fine_box_holds_the_best_coarse_trials_and_sits_inside_the_coarse_range(swept):
-    _, coarse, fine, *_ = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     box = SearchSpace.load(fine.user_attrs[SPACE])
     kept = [coarse.trials[n] for n in fine.user_attrs[KEPT]]
     assert len(kept) == 2
@@ -55,7 +50,7 @@ def test_fine_box_holds_the_best_coarse_trials_and_sits_inside_the_coarse_range(
 
 
 def test_fine_trials_sample_inside_the_box_and_carry_earlier_ones(swept):
-    _, coarse, fine, *_ = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     box = SearchSpace.load(fine.user_attrs[SPACE])
     carried = [t for t in fine.trials if CARRIED_FROM in t.user_attrs]
     own = [t for t in fine.trials if CARRIED_FROM not in t.user_attrs]
@@ -69,47 +64,34 @@ def test_fine_trials_sample_inside_the_box_and_carry_earlier_ones(swept):
 
 
 def test_boxes_are_recorded_in_mlflow_optuna_and_status(swept):
-    spec, coarse, fine, tracker, folder, notes = swept
+    coarse, fine = swept.study("coarse"), swept.study("fine")
     assert coarse.user_attrs[BOX] == {"lr": [1e-4, 1.0], "momentum": [0.5, 0.99]}
-    parent = tracker.client.get_run(tracker.parent_run_id)
-    assert parent.data.tags["box.fine.lr"] == str(fine.user_attrs[BOX]["lr"]).replace("'", '"')
-    assert parent.data.tags["stage.fine.kept_from_previous"] == "2"
-    children = tracker.client.search_runs([tracker.experiment_id], "tags.`caviar.role` = 'trial'")
+    tags = swept.parent().data.tags
+    assert tags["box.fine.lr"] == str(fine.user_attrs[BOX]["lr"]).replace("'", '"')
+    assert tags["stage.fine.kept_from_previous"] == "2"
+    children = swept.runs("tags.`caviar.role` = 'trial'")
     assert sorted(r.data.tags["stage"] for r in children) == ["coarse"] * 8 + ["fine"] * 4
-    report = sweep_status(spec, f"sqlite:///{folder / 'optuna.db'}")
+    report = sweep_status(swept.spec, f"sqlite:///{swept.folder / 'optuna.db'}")
     assert [s["name"] for s in report["stages"]] == ["coarse", "fine"]
     assert report["stages"][1]["box"] == fine.user_attrs[BOX]
-    assert report["stages"][1]["trials"]["complete"] + report["stages"][1]["trials"]["pruned"] == 4
+    assert sum(report["stages"][1]["trials"].values()) == 4
     assert sum(report["trials"].values()) == 12
-    assert any("box around the best 2 trial(s) of coarse" in n for n in notes)
+    assert any("box around the best 2 trial(s) of coarse" in n for n in swept.progress.notes)
 
 
 def test_a_resumed_sweep_keeps_the_recorded_box(swept, tmp_path):
-    _, _, fine, _, folder, _ = swept
-    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)  # resume a copy; others share `swept`
-    folder = tmp_path
-    storage = open_storage(f"sqlite:///{folder / 'optuna.db'}")
-    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}", "tiny", folder / "artifacts")
-    tracker.start_sweep("tiny", {}, {}, {})
-    more = load_spec(
-        write_spec(folder, spec_dict(stages=[TWO_STAGES[0], {**TWO_STAGES[1], "trials": 5}]))
-    )
-    data = build_dataset(more.data)
-    SweepDriver(more, storage, tracker, InProcessExecutor(data), RecordingProgress()).run()
-    again = optuna.load_study(study_name=study_name("tiny", "fine"), storage=storage)
-    assert again.user_attrs[SPACE] == fine.user_attrs[SPACE]
+    shutil.copytree(swept.folder, tmp_path, dirs_exist_ok=True)  # others share `swept`
+    more = [TWO_STAGES[0], {**TWO_STAGES[1], "trials": 5}]
+    resumed = run_local_sweep(tmp_path, {"stages": more})
+    again = resumed.study("fine")
+    assert again.user_attrs[SPACE] == swept.study("fine").user_attrs[SPACE]
     own = [t for t in again.trials if CARRIED_FROM not in t.user_attrs]
     assert len(own) == 5, "one more trial for the larger budget, in the same box"
 
 
 def test_grid_stage_runs_the_whole_grid_in_ask_and_tell(tmp_path):
     stages = [{"name": "grid", "trials": 4, "sampler": "grid", "grid_points": 2}]
-    spec = load_spec(write_spec(tmp_path, spec_dict(stages=stages, train={"epochs": 1})))
-    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec.name, tmp_path / "artifacts")
-    tracker.start_sweep(spec.name, {}, {}, {})
-    executor = InProcessExecutor(build_dataset(spec.data))
-    SweepDriver(spec, storage, tracker, executor, RecordingProgress()).run()
-    study = optuna.load_study(study_name=study_name("tiny", "grid"), storage=storage)
-    points = {(round(t.params["lr"], 12), round(t.params["1-momentum"], 12)) for t in study.trials}
+    sweep = run_local_sweep(tmp_path, {"stages": stages, "train": {"epochs": 1}})
+    trials = sweep.study("grid").trials
+    points = {(round(t.params["lr"], 12), round(t.params["1-momentum"], 12)) for t in trials}
     assert points == {(1e-4, 0.01), (1e-4, 0.5), (1.0, 0.01), (1.0, 0.5)}, "each grid point once"
