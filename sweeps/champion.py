@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,12 @@ class ChampionKeeper:
                 metrics={"test_accuracy": accuracy},
                 tags={
                     "trial": best.label,
-                    metric: f"{best.value:.6g}",
+                    "sweep": self.tracker.sweep,
+                    "metric": metric,
+                    metric: repr(best.value),
                     "test_accuracy": f"{accuracy:.6g}",
                     "classes": json.dumps(list(self.data.classes)),
+                    "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
             )
         return accuracy

@@ -35,6 +35,7 @@ from sweeps.studies import (
     CHAMPION,
     CHECKPOINT,
     FAIL_REASON,
+    INCUMBENT,
     INTERRUPTED,
     KEPT,
     MLFLOW_RUN_KEY,
@@ -43,6 +44,7 @@ from sweeps.studies import (
     is_carried,
     load_study,
     open_study,
+    own_trials,
     study_name,
     uses_budget,
 )
@@ -98,6 +100,14 @@ class Best:
         self.checkpoint = Path(saved) if saved else None
 
 
+@dataclass(frozen=True)
+class Incumbent:
+    """The champion a re-tune must beat: its registry version and its hyperparameters."""
+
+    label: str
+    values: dict[str, Any]
+
+
 @dataclass
 class _Live:
     trial: optuna.Trial
@@ -116,9 +126,13 @@ class SweepDriver:
         executor: TrialExecutor,
         progress: ProgressSink,
         champion: ChampionKeeper | None = None,
+        incumbent: Incumbent | None = None,
     ) -> None:
         self.spec = spec
         self.champion = champion
+        self.incumbent = incumbent
+        self.incumbent_value: float | None = None  # its score on this sweep's data
+        self.published = False  # this run registered a new champion
         self.storage = storage
         self.tracker = tracker
         self.executor = executor
@@ -132,13 +146,13 @@ class SweepDriver:
 
     def run(self) -> Best:
         """Run every stage's remaining budget; on any exit, running trials are closed."""
-        previous: tuple[StagePlan, optuna.Study] | None = None
+        previous: list[tuple[StagePlan, optuna.Study]] = []
         try:
             for plan in plan_stages(self.spec):
                 plan, study = self._open_stage(plan, previous)
                 self._first_study = self._first_study or study
                 self._run_stage(plan, study)
-                previous = (plan, study)
+                previous.append((plan, study))
             self._publish_champion()
         except BaseException:
             self._abandon_live()
@@ -159,6 +173,12 @@ class SweepDriver:
             return
         if study.user_attrs.get(CHAMPION) == best.label:
             return
+        if self.incumbent_value is not None and not _beats(best, self.incumbent_value):
+            self.progress.note(
+                f"champion {self.incumbent.label if self.incumbent else ''} kept: no trial beats "
+                f"its {self.metric} of {self.incumbent_value:.4f} on this data"
+            )
+            return
         if best.checkpoint is None or best.key is None or not best.checkpoint.exists():
             self.progress.note(f"champion {best.label}: its weights were not kept; not logged")
             return
@@ -166,31 +186,35 @@ class SweepDriver:
             Candidate(best.key, best.label, best.value, best.checkpoint), self.metric
         )
         study.set_user_attr(CHAMPION, best.label)
+        self.published = True
         self.progress.note(
-            f"champion {best.label}: registered as '{self.spec.name}@champion', "
+            f"champion {best.label}: registered as '{self.spec.model_name}@champion', "
             f"test accuracy {accuracy:.4f}"
         )
 
     def _open_stage(
-        self, plan: StagePlan, previous: tuple[StagePlan, optuna.Study] | None
+        self, plan: StagePlan, previous: list[tuple[StagePlan, optuna.Study]]
     ) -> tuple[StagePlan, optuna.Study]:
-        """Open the stage's study over its space: the full space for the first stage, the box
-        around the previous stage's best trials for later ones. The box is computed once, when
-        the stage first starts, and read back from the study when the sweep resumes."""
+        """Open the stage's study over its space: the full space for the first stage (and for
+        `narrow: false`), else the box around the best trials of the stages before. The box is
+        computed once, when the stage first starts, and read back when the sweep resumes."""
         name = study_name(self.spec.name, plan.name)
         existing = load_study(self.storage, name)
         recorded = existing.user_attrs.get(SPACE) if existing is not None else None
+        narrowing = bool(previous) and plan.spec.narrow
+        earlier = [
+            (before.name, t)
+            for before, before_study in previous
+            for t in own_trials(before_study.get_trials(deepcopy=False))
+        ]
         kept: list[optuna.trial.FrozenTrial] = []
         if recorded is not None:
             space = SearchSpace.load(recorded)
-        elif previous is None:
-            space = plan.space
+        elif narrowing:
+            kept = best_trials([t for _, t in earlier], plan.spec.keep_top, self.best.direction)
+            space = narrow(plan.space, kept, plan.spec.margin)
         else:
-            before, before_study = previous
-            kept = best_trials(
-                before_study.get_trials(deepcopy=False), plan.spec.keep_top, self.best.direction
-            )
-            space = narrow(before.space, kept, plan.spec.margin)
+            space = plan.space
         plan = replace(plan, space=space)
         study = open_study(
             self.storage,
@@ -204,18 +228,29 @@ class SweepDriver:
             study.set_user_attr(SPACE, space.dump())
             study.set_user_attr(BOX, space.box())
             carried = []
-            if previous is not None:
-                before, before_study = previous
-                study.set_user_attr(KEPT, [t.number for t in kept])
-                carried = carried_trials(before_study.get_trials(), before.name, space)
+            if narrowing:
+                labels = {id(t): f"{stage}#{t.number}" for stage, t in earlier}
+                study.set_user_attr(KEPT, [labels[id(t)] for t in kept])
+                carried = carried_trials(earlier, space)
                 study.add_trials(carried)
                 self.progress.note(
-                    f"stage {plan.name}: box around the best {len(kept)} trial(s) of "
-                    f"{before.name}, {len(carried)} of its trials carried over: "
-                    + format_box(space.box(), "; ")
+                    f"stage {plan.name}: box around the best {len(kept)} trial(s) so far, "
+                    f"{len(carried)} earlier trials carried over: " + format_box(space.box(), "; ")
                 )
+            self._enqueue(study, plan)
             self.tracker.record_stage(plan.name, space.box(), kept=len(kept), carried=len(carried))
         return plan, study
+
+    def _enqueue(self, study: optuna.Study, plan: StagePlan) -> None:
+        """Configurations the stage evaluates first: the incumbent champion (first stage of a
+        re-tune), then the stage's `enqueue` list."""
+        if plan.index == 0 and self.incumbent is not None:
+            study.enqueue_trial(
+                plan.space.to_optuna(self.incumbent.values),
+                user_attrs={INCUMBENT: self.incumbent.label},
+            )
+        for values in plan.spec.enqueue:
+            study.enqueue_trial(plan.space.to_optuna(values))
 
     def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
         for stale in fail_interrupted(study):
@@ -246,6 +281,8 @@ class SweepDriver:
         for t in trials:
             if is_carried(t):
                 continue
+            if INCUMBENT in t.user_attrs and t.state is TrialState.COMPLETE:
+                self.incumbent_value = t.value
             if (
                 t.state is TrialState.COMPLETE
                 and t.value is not None
@@ -332,6 +369,8 @@ class SweepDriver:
         self.tracker.end_trial(live.key, label, tags)
         study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
         self._finished += 1
+        if INCUMBENT in live.trial.user_attrs and state is TrialState.COMPLETE:
+            self.incumbent_value = value
         if improved:
             assert value is not None
             self.best.take(value, live.params, plan.name, live.trial)
@@ -362,3 +401,9 @@ class SweepDriver:
             live.trial.study.tell(live.trial, state=TrialState.FAIL)
             self.tracker.end_trial(live.key, "failed", {"failure_reason": INTERRUPTED})
         self._live.clear()
+
+
+def _beats(best: Best, value: float) -> bool:
+    """Strictly better than `value`: a tie keeps the incumbent."""
+    assert best.value is not None
+    return best.value > value if best.direction == "maximize" else best.value < value

@@ -120,3 +120,38 @@ class InProcessExecutor:
     def close(self) -> None:
         self._trainers.clear()
         self._due.clear()
+
+
+def run_to_completion(
+    executor: TrialExecutor, jobs: list[TrialJob], timeout: float = 0.5
+) -> dict[int, list[EpochMetrics] | str]:
+    """Train every job for all its epochs (no pruning), as many at once as the executor holds.
+
+    Returns each job's curve, or the reason it failed (a crash, or a loss that diverged)."""
+    waiting = list(jobs)
+    results: dict[int, list[EpochMetrics] | str] = {}
+    curves: dict[int, list[EpochMetrics]] = {}
+    epochs = {job.key: job.train.epochs for job in jobs}
+    while waiting or curves:
+        while waiting and len(curves) < executor.slots:
+            job = waiting.pop(0)
+            curves[job.key] = []
+            executor.start(job)
+        for event in executor.wait(timeout):
+            if isinstance(event, WorkerLost):
+                curves[event.key] = []  # restarted from its first epoch
+                continue
+            if isinstance(event, TrialCrashed):
+                results[event.key] = event.reason
+            elif event.metrics.diverged:
+                results[event.key] = "diverged"
+                executor.release(event.key)
+            else:
+                curves[event.key].append(event.metrics)
+                if event.metrics.epoch < epochs[event.key]:
+                    executor.proceed(event.key)
+                    continue
+                results[event.key] = curves[event.key]
+                executor.release(event.key)
+            curves.pop(event.key, None)
+    return results

@@ -15,9 +15,9 @@ from cluster.runtime import TrialResources, concurrent_slots, ray_session
 from models.data import build_dataset
 from models.train import choose_device
 from sweeps.champion import ChampionKeeper
-from sweeps.driver import Best, SweepDriver
+from sweeps.driver import Best, Incumbent, SweepDriver
 from sweeps.progress import RichProgress
-from sweeps.spec import load_spec
+from sweeps.spec import SweepSpec, load_spec
 from sweeps.studies import default_storage, open_storage, sweep_lock
 from sweeps.tracking import Tracker, default_tracking_uri, flat_params, provenance, spool_dir
 
@@ -43,7 +43,9 @@ class Locations:
 class SweepOutcome:
     best: Best
     seconds: float  # wall time of the sweep, from the lock to the end
-    mlflow_seconds: float  # of which spent in MLflow calls
+    mlflow_seconds: float  # of which the driver spent waiting on MLflow
+    incumbent_value: float | None = None  # a re-tune's re-evaluated champion, on this data
+    published: bool = False  # a champion was registered by this run
 
     @property
     def mlflow_share(self) -> float:
@@ -53,7 +55,23 @@ class SweepOutcome:
 def run_sweep(
     spec_path: Path, where: Locations, ray_address: str | None, console: Console
 ) -> SweepOutcome:
+    """`caviar sweep SPEC`: load the spec file and run it."""
     spec = load_spec(spec_path)
+    return execute_sweep(
+        spec, where, ray_address, console, source={"spec.yaml": spec_path.read_text()}
+    )
+
+
+def execute_sweep(
+    spec: SweepSpec,
+    where: Locations,
+    ray_address: str | None,
+    console: Console,
+    source: dict[str, str],
+    incumbent: Incumbent | None = None,
+) -> SweepOutcome:
+    """Run (or continue) `spec`. `source` holds the files it came from, kept with the sweep's
+    MLflow run; `incumbent` is the champion a re-tune must beat."""
     data = build_dataset(spec.data)
     where.run_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(where.run_dir, spec.name):
@@ -61,9 +79,10 @@ def run_sweep(
         storage = open_storage(where.storage_url)
         tracker = Tracker(
             where.tracking,
-            experiment=spec.name,
+            experiment=spec.experiment_name,
             spool=spool_dir(where.run_dir, spec.name),
             artifact_root=None if where.tracking_uri else where.run_dir / "artifacts",
+            sweep=spec.name,
         )
         resolved = spec.model_dump(mode="json")
         tracker.start_sweep(
@@ -76,13 +95,9 @@ def run_sweep(
             },
             tags={
                 **provenance(str(choose_device(spec.train.device))),
-                "spec_path": str(spec_path),
                 "stages": ", ".join(f"{s.name}:{s.trials}" for s in spec.stages),
             },
-            files={
-                "spec.yaml": spec_path.read_text(),
-                "resolved_spec.yaml": yaml.safe_dump(resolved, sort_keys=False),
-            },
+            files={**source, "resolved_spec.yaml": yaml.safe_dump(resolved, sort_keys=False)},
         )
         console.print(
             f"[bold]sweep {spec.name}[/bold]: {len(data.y_train)} train / {len(data.y_val)} val "
@@ -100,12 +115,20 @@ def run_sweep(
                 )
             executor = RayExecutor(data, resources, slots, max_retries=spec.parallel.max_retries)
             champion = ChampionKeeper(
-                data, tracker, where.run_dir / "checkpoints" / spec.name, model_name=spec.name
+                data, tracker, where.run_dir / "checkpoints" / spec.name, spec.model_name
             )
             try:
                 with RichProgress(spec.objective.metric, console) as progress:
-                    driver = SweepDriver(spec, storage, tracker, executor, progress, champion)
+                    driver = SweepDriver(
+                        spec, storage, tracker, executor, progress, champion, incumbent
+                    )
                     best = driver.run()
             finally:
                 executor.close()
-        return SweepOutcome(best, time.perf_counter() - start, tracker.seconds)
+        return SweepOutcome(
+            best,
+            time.perf_counter() - start,
+            tracker.seconds,
+            incumbent_value=driver.incumbent_value,
+            published=driver.published,
+        )

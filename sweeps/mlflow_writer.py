@@ -355,6 +355,13 @@ class MlflowWriter:
                 name, source=f"runs:/{run_id}/{op['path']}", run_id=run_id, tags=op["tags"]
             )
         )
+        try:
+            current = self.client.get_model_version_by_alias(name, op["alias"])
+        except MlflowException:
+            current = None
+        if current is not None and current.version != version.version:
+            # Keep the history: the champion being replaced stays reachable by alias.
+            self.client.set_registered_model_alias(name, f"previous-{op['alias']}", current.version)
         self.client.set_registered_model_alias(name, op["alias"], version.version)
 
     def _require(self, key: str) -> str:

@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.data import DataSpec, FileSource
 from models.net import ModelConfig
 from models.train import TrainConfig
+from sweeps.cron import cron_trigger
 from sweeps.errors import SpecError
 from sweeps.space import SCALE_TAGS, ChoiceParam, Param, SearchSpace
 
@@ -82,6 +90,14 @@ class StageSpec(Strict):
         description="Widening of the box on each side, as a share of the full range "
         "in the parameter's own scale.",
     )
+    narrow: bool = Field(
+        True,
+        description="Search the box around the best trials so far (false: the full ranges).",
+    )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Configurations (searched hyperparameters) this stage evaluates first.",
+    )
 
     @model_validator(mode="after")
     def _keep_top_is_fraction_or_count(self) -> StageSpec:
@@ -110,6 +126,38 @@ class ObjectiveSpec(Strict):
         return self
 
 
+class RetuneSpec(Strict):
+    """When to re-test the champion, when it counts as stale, and how to re-tune."""
+
+    schedule: str = Field(
+        "0 3 * * 1",
+        description="cron: minute hour day month day-of-week (0/7 = Sunday), "
+        "or six fields with seconds first.",
+    )
+    tolerance: float = Field(0.02, ge=0, description="Stale when the score drops by more.")
+    max_age_days: float = Field(30, gt=0, description="Stale when the champion is older.")
+    seeds: int = Field(3, ge=1, description="Re-test trains the champion's config this often.")
+    data: DataSpec | None = Field(
+        None, description="The data as it is now, when it differs from `data` (drift demos)."
+    )
+    trials: int = Field(24, ge=1, description="Re-tune budget, besides the re-evaluated trials.")
+    explore: float = Field(
+        0.25, ge=0, lt=1, description="Share of the re-tune budget over the full ranges again."
+    )
+    keep_previous: int = Field(
+        3, ge=0, description="Previous best trials re-evaluated first, besides the champion."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, schedule: str) -> str:
+        try:
+            cron_trigger(schedule)
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression: {exc}") from None
+        return schedule
+
+
 class ParallelSpec(Strict):
     trials: int = Field(2, ge=1, description="Trials running at once.")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
@@ -127,6 +175,11 @@ class SweepSpec(Strict):
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     seed: int = Field(0, description="Seed of the samplers.")
+    retune: RetuneSpec = Field(default_factory=RetuneSpec)
+    experiment: str | None = Field(None, description="MLflow experiment; default: `name`.")
+    registered_model: str | None = Field(
+        None, description="Registry name of the champion; default: `name`."
+    )
 
     @model_validator(mode="after")
     def _space_fits_configs(self) -> SweepSpec:
@@ -148,11 +201,27 @@ class SweepSpec(Strict):
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must be distinct, but got {names}")
+        for i, stage in enumerate(self.stages):
+            for j, values in enumerate(stage.enqueue):
+                unknown = set(values) - set(self.space)
+                if unknown:
+                    raise ValueError(
+                        f"stages[{i}].enqueue[{j}]: {sorted(unknown)} are not searched; "
+                        f"expected keys of space: {sorted(self.space)}"
+                    )
         return self
 
     @property
     def search_space(self) -> SearchSpace:
         return SearchSpace(self.space)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    @property
+    def model_name(self) -> str:
+        return self.registered_model or self.name
 
     def stage_epochs(self, stage: StageSpec) -> int:
         return stage.epochs or self.train.epochs
@@ -201,9 +270,17 @@ def load_spec(path: str | Path) -> SweepSpec:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_describe(path, exc)) from None
-    if isinstance(spec.data, FileSource) and not spec.data.path.is_absolute():
-        spec.data = spec.data.model_copy(update={"path": (path.parent / spec.data.path).resolve()})
+    spec.data = _resolve_path(spec.data, path.parent)
+    if spec.retune.data is not None:
+        spec.retune.data = _resolve_path(spec.retune.data, path.parent)
     return spec
+
+
+def _resolve_path(data: Any, folder: Path) -> Any:
+    """A file source's relative path is relative to the spec's folder."""
+    if isinstance(data, FileSource) and not data.path.is_absolute():
+        return data.model_copy(update={"path": (folder / data.path).resolve()})
+    return data
 
 
 def _describe(path: Path, exc: ValidationError) -> str:
@@ -228,7 +305,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for i, key in enumerate(loc):
         # Tagged unions add their tag to the location (data.mnist1d.samples); drop it.
-        if (i == 1 and loc[0] == "data") or (i == 2 and loc[0] == "space" and key in SCALE_TAGS):
+        tagged = (
+            (i == 1 and loc[0] == "data")
+            or (i == 2 and loc[:2] == ("retune", "data"))
+            or (i == 2 and loc[0] == "space" and key in SCALE_TAGS)
+        )
+        if tagged:
             continue
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
     return "".join(parts).lstrip(".")

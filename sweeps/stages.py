@@ -1,14 +1,16 @@
 """Stages of a sweep: each with its own budget, sampler, pruner and epoch budget.
 
 Coarse to fine: the first stage searches the spec's full ranges; each later stage searches the
-box around the best trials of the stage before (`narrow`) and starts from the earlier trials
+box around the best trials of the stages before it (`narrow`) and starts from the earlier trials
 inside that box (`carried_trials`): they count as its first observations without being trained
-again. Each stage has its own Optuna study, because changing a parameter's range inside one
-study misleads TPE (optuna#1553).
+again. A stage with `narrow: false` searches the full ranges again. Each stage has its own
+Optuna study, because changing a parameter's range inside one study misleads TPE
+(optuna#1553).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeps.space import SearchSpace
 from sweeps.spec import Direction, PrunerName, PrunerSpec, SamplerName, StageSpec, SweepSpec
 from sweeps.studies import CARRIED_FROM, MLFLOW_RUN_KEY, uses_budget
+
+# QMCSampler has been "experimental" since Optuna 3.0; the warning says nothing to a user.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,14 @@ def narrow(space: SearchSpace, kept: list[FrozenTrial], margin: float) -> Search
     return space.narrow([t.params for t in kept], margin) if kept else space
 
 
-def carried_trials(trials: list[FrozenTrial], stage: str, space: SearchSpace) -> list[FrozenTrial]:
-    """Copies of `stage`'s complete trials that lie inside `space`, for `Study.add_trials`."""
+def carried_trials(trials: list[tuple[str, FrozenTrial]], space: SearchSpace) -> list[FrozenTrial]:
+    """Copies of earlier (stage, trial)s that completed inside `space`, for `Study.add_trials`."""
     distributions = space.distributions()
     carried = []
-    for t in trials:
+    for stage, t in trials:
         if t.state is not TrialState.COMPLETE or t.value is None or not space.contains(t.params):
             continue
-        attrs = {CARRIED_FROM: t.user_attrs.get(CARRIED_FROM, f"{stage}#{t.number}")}
+        attrs = {CARRIED_FROM: f"{stage}#{t.number}"}
         if MLFLOW_RUN_KEY in t.user_attrs:
             attrs[MLFLOW_RUN_KEY] = t.user_attrs[MLFLOW_RUN_KEY]
         carried.append(

@@ -23,6 +23,7 @@ FAIL_REASON = "fail_reason"
 MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see sweeps.mlflow_writer)
 CHECKPOINT = "checkpoint"  # weights of a trial that was the best when it finished
 CHAMPION = "champion"  # study attribute: the trial last published as the champion
+INCUMBENT = "incumbent"  # a re-tune's re-evaluation of the current champion (its version)
 # A trial cut short because the driver stopped; it does not use up budget and is run again.
 INTERRUPTED = "interrupted"
 FINGERPRINT = "fingerprint"

@@ -29,7 +29,7 @@ from sweeps.mlflow_writer import MlflowWriter
 ROLE = "caviar.role"
 SWEEP_ROLE = "sweep"
 TRIAL_ROLE = "trial"
-SWEEP_KEY = "sweep"
+SWEEP_TAG = "caviar.sweep"  # the sweep (or re-tune) a run belongs to
 # MLflow metric name -> EpochMetrics field; logged per epoch with step = epoch.
 EPOCH_METRICS = {
     "train_loss": "train_loss",
@@ -63,12 +63,18 @@ class Tracker:
         spool: Path,
         artifact_root: Path | None = None,
         flush_seconds: float = 2.0,
+        sweep: str | None = None,
     ) -> None:
+        """`sweep` names the sweep whose parent run this is (default: the experiment's name);
+        several sweeps, such as re-tunes, can share one experiment."""
+        sweep = sweep or experiment
         location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
         self.writer = MlflowWriter(
             tracking_uri, experiment, spool, artifact_location=location, background=True
         )
         self.flush_seconds = flush_seconds
+        self.sweep = sweep
+        self.sweep_key = f"sweep:{sweep}"  # the parent run's key: one per sweep name
         # Per trial run: metrics and params not sent yet (they go out together, in one batch).
         self._pending: dict[str, list[tuple[str, float, int, int]]] = {}
         self._params: dict[str, dict[str, str]] = {}
@@ -85,18 +91,22 @@ class Tracker:
         self, name: str, params: dict[str, Any], tags: dict[str, str], files: dict[str, str]
     ) -> None:
         """Open the sweep's parent run, reusing the one an earlier driver created."""
-        self.writer.create_run(SWEEP_KEY, name, {ROLE: SWEEP_ROLE, MLFLOW_RUN_NAME: name})
-        self.writer.set_status(SWEEP_KEY, "RUNNING")
-        self.writer.log_batch(SWEEP_KEY, params={k: _text(v) for k, v in params.items()}, tags=tags)
+        self.writer.create_run(
+            self.sweep_key, name, {ROLE: SWEEP_ROLE, MLFLOW_RUN_NAME: name, SWEEP_TAG: name}
+        )
+        self.writer.set_status(self.sweep_key, "RUNNING")
+        self.writer.log_batch(
+            self.sweep_key, params={k: _text(v) for k, v in params.items()}, tags=tags
+        )
         with tempfile.TemporaryDirectory() as folder:
             for filename, text in files.items():
                 (Path(folder) / filename).write_text(text)
-            self.writer.log_artifacts(SWEEP_KEY, Path(folder))
+            self.writer.log_artifacts(self.sweep_key, Path(folder))
 
     def record_best(self, metric: str, value: float, params: dict[str, Any], finished: int) -> None:
         """The best value so far (a curve over finished trials) and its hyperparameters."""
         self.writer.log_batch(
-            SWEEP_KEY,
+            self.sweep_key,
             metrics=[(f"best_{metric}", value, _now_ms(), finished)],
             tags={f"best.{k}": _text(v) for k, v in params.items()} | {"best.value": _text(value)},
         )
@@ -106,13 +116,13 @@ class Tracker:
         tags = {f"box.{stage}.{name}": _text(bounds) for name, bounds in box.items()}
         tags[f"stage.{stage}.kept_from_previous"] = str(kept)
         tags[f"stage.{stage}.carried_trials"] = str(carried)
-        self.writer.log_batch(SWEEP_KEY, tags=tags)
+        self.writer.log_batch(self.sweep_key, tags=tags)
 
     def end_sweep(self, status: str = "FINISHED") -> int:
         """Close the parent run and wait for the writes to land; returns how many still wait
         for an unreachable server (they stay journaled for `caviar sync`)."""
         self.flush()
-        self.writer.set_status(SWEEP_KEY, status)
+        self.writer.set_status(self.sweep_key, status)
         return self.writer.close()
 
     # -- trials ---------------------------------------------------------------------------------
@@ -127,11 +137,12 @@ class Tracker:
             {
                 MLFLOW_RUN_NAME: name,
                 ROLE: TRIAL_ROLE,
+                SWEEP_TAG: self.sweep,
                 "stage": stage,
                 "trial": str(number),
                 "state": "running",
             },
-            parent=SWEEP_KEY,
+            parent=self.sweep_key,
             fresh=True,
         )
         self._params[key] = {k: _text(v) for k, v in params.items()}
@@ -168,7 +179,7 @@ class Tracker:
         self.writer.log_artifacts(key, model_dir, "model")
         self.writer.log_batch(key, metrics=[(k, v, _now_ms(), 0) for k, v in metrics.items()])
         self.writer.register_model(key, registered_name, "model", "champion", tags)
-        self.writer.log_batch(SWEEP_KEY, tags={"champion": tags.get("trial", key)})
+        self.writer.log_batch(self.sweep_key, tags={"champion": tags.get("trial", key)})
 
     def flush(self, force: bool = True) -> None:
         """Send buffered metrics; without `force`, only when `flush_seconds` have passed."""
@@ -181,7 +192,7 @@ class Tracker:
         self._last_flush = time.monotonic()
 
 
-def attach_to_sweep(tracking_uri: str, experiment: str, path: Path) -> str | None:
+def attach_to_sweep(tracking_uri: str, experiment: str, sweep: str, path: Path) -> str | None:
     """Log a file (e.g. the report) to the sweep's parent run; the run id, or None if the sweep
     has no MLflow record there yet (nothing is created)."""
     local = tracking_uri.removeprefix("sqlite:///")
@@ -192,7 +203,9 @@ def attach_to_sweep(tracking_uri: str, experiment: str, path: Path) -> str | Non
     if found is None:
         return None
     runs = client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{ROLE}` = '{SWEEP_ROLE}'", max_results=1
+        [found.experiment_id],
+        filter_string=f"tags.`{ROLE}` = '{SWEEP_ROLE}' and tags.`{SWEEP_TAG}` = '{sweep}'",
+        max_results=1,
     )
     if not runs:
         return None

@@ -46,7 +46,7 @@ def test_sweep_status_report_and_mlflow_end_to_end(tmp_path):
     run_dir = tmp_path / "runs"
     result = caviar("sweep", spec, "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
-    assert "best" in result.output and "box around the best 2 trial(s) of coarse" in result.output
+    assert "best" in result.output and "box around the best 2 trial(s) so far" in result.output
 
     report = status_json(spec, run_dir)
     assert set(report) == {"name", "trials", "best", "stages"} and report["name"] == "tiny"
