@@ -10,7 +10,8 @@ RUN_DIR ?= runs
 PORT   ?= 5000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-browser setup-postgres sweep status report ui test test-fast lint check bench bench-search \
+.PHONY: setup setup-browser setup-postgres sweep status report retest retune schedule ui test \
+	test-fast lint check bench bench-search \
 	bench-tracking clean
 
 setup: $(BIN)/caviar
@@ -39,6 +40,17 @@ status: setup
 
 report: setup
 	$(BIN)/caviar report $(SPEC) --run-dir $(RUN_DIR)
+
+# Re-test the champion of SPEC on the data as it is now (exit 3: stale), re-tune it, or keep
+# re-testing on each spec's schedule (`make schedule SPECS="a.yaml b.yaml"`).
+retest: setup
+	$(BIN)/caviar retest $(SPEC) --run-dir $(RUN_DIR)
+
+retune: setup
+	$(BIN)/caviar retune $(SPEC) --run-dir $(RUN_DIR)
+
+schedule: setup
+	$(BIN)/caviar schedule $(or $(SPECS),$(SPEC)) --run-dir $(RUN_DIR)
 
 ui: setup
 	$(BIN)/caviar ui --run-dir $(RUN_DIR) --port $(PORT)

@@ -18,7 +18,7 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
 
-from cluster.runtime import TrialResources
+from cluster.runtime import AUTH_HINT, TrialResources
 from models.data import Dataset
 from models.net import ModelConfig
 from models.train import EpochMetrics, TrainConfig, Trainer
@@ -57,6 +57,7 @@ class _Running:
     job: TrialJob
     actor: Any  # a TrialWorker actor handle
     attempt: int = 0
+    epochs: int = 0  # epochs this trial's workers returned, over all attempts
 
 
 class RayExecutor:
@@ -128,7 +129,9 @@ class RayExecutor:
     def _collect(self, ref: ray.ObjectRef) -> Event:
         key = self._futures.pop(ref)
         try:
-            return EpochDone(key, ray.get(ref))
+            done = EpochDone(key, ray.get(ref))
+            self._running[key].epochs += 1
+            return done
         except RayActorError as exc:
             return self._retry(key, exc)
         except RayTaskError as exc:  # the trial's own error (bad config, CUDA OOM, ...)
@@ -142,7 +145,8 @@ class RayExecutor:
         reason = _first_line(error)
         if running.attempt >= self.max_retries:
             del self._running[key]
-            return TrialCrashed(key, f"worker died {running.attempt + 1} times: {reason}")
+            hint = "" if running.epochs else f" (never trained an epoch. {AUTH_HINT})"
+            return TrialCrashed(key, f"worker died {running.attempt + 1} times: {reason}{hint}")
         running.attempt += 1
         running.actor = self._new_actor()
         self._submit(key, running.actor.begin.remote(running.job.model, running.job.train))

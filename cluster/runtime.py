@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,12 @@ from dataclasses import dataclass
 import ray
 
 from models.errors import CaviarError
+
+AUTH_HINT = (
+    "A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+    "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) here too; one without it "
+    "needs RAY_AUTH_MODE unset here"
+)
 
 
 @dataclass(frozen=True)
@@ -35,15 +42,23 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # A new instance of our own, even where `ray start` left a cluster (or a stale record
+        # of one) on this machine. Inside a Ray job, RAY_ADDRESS points at the job's cluster.
+        address = "local"
     try:
         ray.init(
             address=address,
-            include_dashboard=False if address is None else None,
+            include_dashboard=False if address == "local" else None,
             logging_level=logging.WARNING,
             configure_logging=True,
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise CaviarError(f"--ray-address {address}: cannot connect to Ray: {exc}") from None
+        if address == "local":
+            raise CaviarError(f"cannot start a local Ray instance: {exc}") from None
+        raise CaviarError(
+            f"--ray-address {address}: cannot connect to Ray: {exc}. {AUTH_HINT}"
+        ) from None
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from models.errors import CaviarError
 from models.net import ModelConfig
 from models.train import EpochMetrics
 from sweeps.champion import Candidate, ChampionKeeper
@@ -143,6 +144,7 @@ class SweepDriver:
         self._live: dict[int, _Live] = {}
         self._finished = 0
         self._first_study: optuna.Study | None = None
+        self._stillborn = 0  # trials in a row whose worker died before their first epoch
 
     def run(self) -> Best:
         """Run every stage's remaining budget; on any exit, running trials are closed."""
@@ -316,6 +318,7 @@ class SweepDriver:
             return
         if isinstance(event, TrialCrashed):
             self._finish(study, plan, event.key, TrialState.FAIL, None, event.reason)
+            self._check_workers_can_start(live, event.reason)
             return
         metrics = event.metrics
         if metrics.epoch <= live.recorded:  # a restarted worker catching up: already recorded
@@ -334,6 +337,19 @@ class SweepDriver:
             self._finish(study, plan, event.key, TrialState.PRUNED, value)
         else:
             self.executor.proceed(event.key)
+
+    def _check_workers_can_start(self, live: _Live, reason: str) -> None:
+        """Stop when workers keep dying before their first epoch: that is the cluster, not the
+        hyperparameters (typically a driver and cluster with different Ray auth modes)."""
+        if live.recorded > 0 or "worker died" not in reason:
+            self._stillborn = 0
+            return
+        self._stillborn += 1
+        if self._stillborn >= 2 * self.executor.slots + 1:
+            raise CaviarError(
+                f"{self._stillborn} trials in a row lost their worker before one epoch; the "
+                f"cluster cannot run trials: {reason}"
+            )
 
     def _objective(self, metrics: EpochMetrics) -> float:
         value = float(getattr(metrics, self.metric))

@@ -136,9 +136,18 @@ def _ray_job(
     spec = Path(args[1])
     client = JobSubmissionClient(ray_address)
     command = ["caviar", args[0], spec.name, *args[2:], "--run-dir", run_dir]
-    job = client.submit_job(
-        entrypoint=shlex.join(command), runtime_env={"working_dir": str(spec.parent)}
-    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            job = client.submit_job(
+                entrypoint=shlex.join(command), runtime_env={"working_dir": str(spec.parent)}
+            )
+            break
+        except RuntimeError as exc:
+            # A head that just started answers before its job agent is ready.
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     while (status := client.get_job_status(job)) not in {
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
     }:  # fmt: skip

@@ -99,7 +99,7 @@ class RecordingProgress:
 def ray_instance():
     """The session's one local Ray instance; sweeps run in-process reuse it."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

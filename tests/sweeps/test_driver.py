@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps.executor import EpochDone, InProcessExecutor
+from sweeps.executor import EpochDone, InProcessExecutor, TrialCrashed
 from sweeps.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
 from tests.conftest import run_local_sweep
 
@@ -120,3 +120,28 @@ def test_an_interrupted_sweep_resumes_to_exactly_its_budget(tmp_path):
         assert trials[number].params == params
     assert sweep.runs("attributes.status = 'RUNNING'") == [], "no MLflow run is left open"
     assert len(sweep.runs("tags.`caviar.role` = 'sweep'")) == 1
+
+
+class WorkersNeverStart(InProcessExecutor):
+    """A cluster whose workers die at once (as with mismatched Ray auth modes)."""
+
+    def start(self, job):
+        self._due.append(job.key)
+
+    def wait(self, timeout):
+        return [TrialCrashed(self._due.popleft(), "worker died 3 times: gone")] if self._due else []
+
+
+def test_a_cluster_that_cannot_start_workers_stops_the_sweep_early(tmp_path):
+    from models.data import DigitsSource, build_dataset
+    from models.errors import CaviarError
+
+    with pytest.raises(CaviarError, match="5 trials in a row lost their worker"):
+        run_local_sweep(
+            tmp_path, executor=WorkersNeverStart(build_dataset(DigitsSource(source="digits")))
+        )
+    trials = optuna.load_study(
+        study_name=study_name("tiny", "search"),
+        storage=open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+    ).trials
+    assert len(trials) < 8, "the budget is not burnt on a broken cluster"
