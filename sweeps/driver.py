@@ -19,7 +19,14 @@ from models.errors import CaviarError
 from models.net import ModelConfig
 from models.train import EpochMetrics
 from sweeps.champion import Candidate, ChampionKeeper
-from sweeps.executor import Event, TrialCrashed, TrialExecutor, TrialJob, WorkerLost
+from sweeps.executor import (
+    EpochDone,
+    Event,
+    TrialCrashed,
+    TrialExecutor,
+    TrialJob,
+    WorkerLost,
+)
 from sweeps.space import SearchSpace, format_box
 from sweeps.spec import Direction, SweepSpec
 from sweeps.stages import (
@@ -181,9 +188,14 @@ class SweepDriver:
                 f"its {self.metric} of {self.incumbent_value:.4f} on this data"
             )
             return
-        if best.checkpoint is None or best.key is None or not best.checkpoint.exists():
-            self.progress.note(f"champion {best.label}: its weights were not kept; not logged")
+        if best.key is None:
+            self.progress.note(f"champion {best.label}: it has no MLflow run; not logged")
             return
+        if best.checkpoint is None or not best.checkpoint.exists():
+            best.checkpoint = self._retrain(best)
+            if best.checkpoint is None:
+                self.progress.note(f"champion {best.label}: could not be retrained; not logged")
+                return
         accuracy = self.champion.publish(
             Candidate(best.key, best.label, best.value, best.checkpoint), self.metric
         )
@@ -193,6 +205,26 @@ class SweepDriver:
             f"champion {best.label}: registered as '{self.spec.model_name}@champion', "
             f"test accuracy {accuracy:.4f}"
         )
+
+    def _retrain(self, best: Best) -> Path | None:
+        """The best trial's weights were lost with its worker (or its run directory): train
+        its configuration again, same seed and data, which reproduces the network."""
+        assert self.champion is not None and best.stage is not None
+        self.progress.note(f"champion {best.label}: its weights were lost; retraining them")
+        stage = next(s for s in self.spec.stages if s.name == best.stage)
+        model, train = self.spec.configs(best.params, epochs=self.spec.stage_epochs(stage))
+        key = -1  # no Optuna trial has a negative number
+        self.executor.start(TrialJob(key, model, train))
+        while True:
+            for event in self.executor.wait(timeout=0.5):
+                if isinstance(event, TrialCrashed):
+                    return None
+                if isinstance(event, EpochDone) and event.metrics.epoch < train.epochs:
+                    self.executor.proceed(key)
+                elif isinstance(event, EpochDone):
+                    weights = self.executor.weights(key)
+                    self.executor.release(key)
+                    return self.champion.keep(best.label, model, weights) if weights else None
 
     def _open_stage(
         self, plan: StagePlan, previous: list[tuple[StagePlan, optuna.Study]]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import build_dataset
+from models.data import DigitsSource, build_dataset
+from sweeps.executor import InProcessExecutor
 from sweeps.studies import CHAMPION, CHECKPOINT
 from tests.conftest import run_local_sweep
 
@@ -74,3 +75,27 @@ def test_a_resumed_sweep_without_a_better_trial_keeps_the_champion(tmp_path):
     run_local_sweep(tmp_path, {"stages": [{"name": "search", "trials": 3}]})
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(client.search_model_versions("name = 'tiny'")) == 1
+
+
+class WeightsLost(InProcessExecutor):
+    """Workers that vanish right after their last epoch: no trial's weights can be fetched."""
+
+    def weights(self, key):
+        return None if key >= 0 else super().weights(key)
+
+
+def test_a_champion_whose_weights_were_lost_is_retrained_identically(tmp_path):
+    data = build_dataset(DigitsSource(source="digits"))
+    sweep = run_local_sweep(tmp_path, {"stages": [{"name": "search", "trials": 3}]},
+                            executor=WeightsLost(data))  # fmt: skip
+    assert any("retraining" in note for note in sweep.progress.notes)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pytorch.load_model("models:/tiny@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(data.raw(data.x_val))).argmax(dim=1).numpy()
+    # Same configuration, seed and data: the retrained network is the trial's network.
+    assert float((predicted == data.y_val).mean()) == pytest.approx(sweep.best.value, abs=1e-6)
