@@ -46,6 +46,11 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         # A new instance of our own, even where `ray start` left a cluster (or a stale record
         # of one) on this machine. Inside a Ray job, RAY_ADDRESS points at the job's cluster.
         address = "local"
+        # Its token is made and used by this process alone; Ray's notice about it (which
+        # suggests turning authentication off) says nothing useful to a caviar user.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
     try:
         ray.init(
             address=address,
