@@ -8,14 +8,14 @@ numerically safer than a softmax layer followed by a log.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     RELU = "relu"
     TANH = "tanh"
     GELU = "gelu"

@@ -7,7 +7,7 @@ gradient average (RMSprop's `alpha` in PyTorch, Adam's second beta), `beta1` is 
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from models.train import TrainConfig
 
 
-class OptimizerName(str, Enum):
+class OptimizerName(StrEnum):
     SGD = "sgd"
     RMSPROP = "rmsprop"
     ADAM = "adam"
 
 
-class LrSchedule(str, Enum):
+class LrSchedule(StrEnum):
     CONSTANT = "constant"
     INVERSE = "inverse"  # lr / (1 + decay * epoch)
     EXPONENTIAL = "exponential"  # lr * exp(-decay * epoch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,14 +44,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SamplerName(str, Enum):
+class SamplerName(StrEnum):
     RANDOM = "random"
     QMC = "qmc"  # scrambled Sobol sequence
     TPE = "tpe"
     GRID = "grid"
 
 
-class PrunerName(str, Enum):
+class PrunerName(StrEnum):
     NONE = "none"
     MEDIAN = "median"
     SUCCESSIVE_HALVING = "successive_halving"
