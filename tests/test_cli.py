@@ -162,7 +162,7 @@ SLOW_SPEC = spec_dict(
     name="killed",
     model={"hidden_units": 384, "layers": 3},
     train={"epochs": 25, "batch_size": 16},
-    stages=[{"name": "search", "trials": 6}],
+    stages=[{"name": "search", "trials": 6}],  # no pruner: every trial runs all its epochs
 )
 
 
@@ -171,21 +171,23 @@ SLOW_SPEC = spec_dict(
 def test_a_killed_driver_resumes_to_exactly_its_budget(tmp_path):
     spec = write_spec(tmp_path, SLOW_SPEC)
     run_dir = tmp_path / "runs"
+    log = tmp_path / "driver.log"
     driver = subprocess.Popen(
         [Path(sys.executable).parent / "caviar", "sweep", spec, "--run-dir", run_dir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its embedded Ray dies with it
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
+            assert driver.poll() is None, f"the driver ended early:\n{log.read_text()}"
             report = status_json(spec, run_dir) if (run_dir / "optuna.db").exists() else None
             if report and report["trials"]["complete"] >= 1 and report["trials"]["running"] >= 1:
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the sweep never got going")
+            pytest.fail(f"the sweep never got going:\n{log.read_text()}")
         busy = caviar("sweep", spec, "--run-dir", run_dir)
         assert busy.exit_code == 2 and "already running" in busy.output
     finally:
