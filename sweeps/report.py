@@ -20,15 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.space import ChoiceParam, Log1mParam, LogParam, SearchSpace, format_box
 from sweeps.spec import SweepSpec
-from sweeps.studies import (
-    SPACE,
-    count_states,
-    load_study,
-    open_storage,
-    own_trials,
-    storage_exists,
-    study_name,
-)
+from sweeps.studies import SPACE, count_states, own_trials, read_stages
 
 _STAGE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
@@ -43,12 +35,9 @@ class StageTrials:
 
 def load_stages(spec: SweepSpec, storage_url: str) -> list[StageTrials]:
     """The stages that have started, with their boxes and own trials."""
-    if not storage_exists(storage_url):
-        return []
-    storage = open_storage(storage_url)
     stages = []
-    for stage in spec.stages:
-        study = load_study(storage, study_name(spec.name, stage.name))
+    studies = read_stages(storage_url, spec.name, [stage.name for stage in spec.stages])
+    for stage, (_, study) in zip(spec.stages, studies, strict=True):
         if study is None:
             break
         recorded = study.user_attrs.get(SPACE)

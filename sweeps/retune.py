@@ -19,19 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from optuna.trial import TrialState
 from rich.console import Console
 
 from sweeps.driver import Incumbent
 from sweeps.launch import Locations, SweepOutcome, execute_sweep
 from sweeps.retest import Champion, data_fingerprint, find_champion
 from sweeps.spec import SamplerName, StageSpec, SweepSpec
-from sweeps.studies import load_study, open_storage, own_trials, storage_exists, study_name
+from sweeps.stages import best_trials
+from sweeps.studies import own_trials, read_stages
 
 
 @dataclass(frozen=True)
 class RetuneOutcome:
-    name: str
+    name: str  # the sweep re-tuned
+    sweep: str  # the re-tune's own sweep name
     champion_before: Champion
     outcome: SweepOutcome
 
@@ -43,7 +44,7 @@ class RetuneOutcome:
         best = self.outcome.best
         return {
             "name": self.name,
-            "retune": f"{self.name}",
+            "retune": self.sweep,
             "incumbent": {
                 "version": self.champion_before.version,
                 "score_then": self.champion_before.score,
@@ -58,16 +59,17 @@ def previous_best(
     spec: SweepSpec, storage_url: str, sweep: str, count: int
 ) -> list[dict[str, Any]]:
     """The `count` best complete trials of `sweep` (user form), best first."""
-    if count == 0 or not storage_exists(storage_url):
+    assert spec.objective.direction is not None
+    if count == 0:
         return []
-    storage = open_storage(storage_url)
-    trials = []
-    for stage in _stage_names(spec, sweep):
-        study = load_study(storage, study_name(sweep, stage))
-        if study is not None:
-            trials += [t for t in own_trials(study.get_trials()) if t.state is TrialState.COMPLETE]
-    trials.sort(key=lambda t: float(t.value or 0.0), reverse=spec.objective.direction == "maximize")
-    return [spec.search_space.to_values(t.params) for t in trials[:count]]
+    trials = [
+        t
+        for _, study in read_stages(storage_url, sweep, _stage_names(spec, sweep))
+        if study is not None
+        for t in own_trials(study.get_trials())
+    ]
+    best = best_trials(trials, count, spec.objective.direction)
+    return [spec.search_space.to_values(t.params) for t in best]
 
 
 def retune_spec(spec: SweepSpec, champion: Champion, warm: list[dict[str, Any]]) -> SweepSpec:
@@ -151,7 +153,7 @@ def retune(
         source={"retune_spec.yaml": yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False)},
         incumbent=Incumbent(f"v{champion.version}", champion.values(spec)),
     )
-    return RetuneOutcome(spec.name, champion, outcome)
+    return RetuneOutcome(spec.name, plan.name, champion, outcome)
 
 
 def _stage_names(spec: SweepSpec, sweep: str) -> list[str]:

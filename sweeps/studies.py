@@ -95,6 +95,17 @@ def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
         return None
 
 
+def read_stages(
+    storage_url: str, sweep: str, stages: list[str]
+) -> list[tuple[str, optuna.Study | None]]:
+    """Each stage's study of `sweep`, None where it has not started. Creates nothing."""
+    storage = open_storage(storage_url) if storage_exists(storage_url) else None
+    return [
+        (stage, load_study(storage, study_name(sweep, stage)) if storage else None)
+        for stage in stages
+    ]
+
+
 def fail_interrupted(study: optuna.Study) -> list[FrozenTrial]:
     """Mark trials left RUNNING by a driver that is gone as failed ("interrupted").
 
