@@ -1,4 +1,5 @@
-"""Ray: connecting to or starting a cluster, resources per trial, and the trial workers.
+"""Ray: starting or joining a cluster (one place), resources per trial, and the actors that train
+trials behind the executor boundary (`caviar.models.executor`).
 
-Nothing here knows about Optuna; workers only train the configs they are handed.
+Nothing here knows about Optuna or MLflow; workers only train the configs they are handed.
 """

@@ -10,46 +10,16 @@ the trial is restarted on a fresh actor from its first epoch, up to `max_retries
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import ray
-import torch
 from ray.exceptions import RayActorError, RayTaskError
 
-from cluster.runtime import AUTH_HINT, TrialResources
-from models.data import Dataset
-from models.net import ModelConfig
-from models.train import EpochMetrics, TrainConfig, Trainer
-from sweeps.executor import EpochDone, Event, TrialCrashed, TrialJob, WorkerLost
-
-
-class TrialWorker:
-    """Ray actor body: holds the data and the trial currently being trained."""
-
-    def __init__(self, data: Dataset, threads: int) -> None:
-        self.data = data
-        self.threads = threads
-        self.trainer: Trainer | None = None
-
-    def begin(self, model: ModelConfig, train: TrainConfig) -> EpochMetrics:
-        self.trainer = Trainer(self.data, model, train, threads=self.threads)
-        return self.trainer.run_epoch()
-
-    def next_epoch(self) -> EpochMetrics:
-        assert self.trainer is not None, "begin a trial first"
-        return self.trainer.run_epoch()
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        assert self.trainer is not None, "begin a trial first"
-        return self.trainer.weights()
-
-    def end(self) -> None:
-        self.trainer = None
-
-    def pid(self) -> int:
-        return os.getpid()
+from caviar.cluster.runtime import AUTH_HINT, TrialResources
+from caviar.cluster.worker import TrialWorker
+from caviar.models.data import Dataset
+from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
 
 
 @dataclass
@@ -61,7 +31,7 @@ class _Running:
 
 
 class RayExecutor:
-    """`TrialExecutor` on a Ray cluster (see `sweeps.executor`)."""
+    """`TrialExecutor` on a Ray cluster (see `caviar.models.executor`)."""
 
     def __init__(
         self, data: Dataset, resources: TrialResources, slots: int, max_retries: int = 2
@@ -95,7 +65,7 @@ class RayExecutor:
             running.actor.end.remote()
             self._idle.append(running.actor)
 
-    def weights(self, key: int) -> dict[str, torch.Tensor] | None:
+    def weights(self, key: int) -> Weights | None:
         try:
             return dict(ray.get(self._running[key].actor.weights.remote()))
         except RayActorError:  # the worker died after its last epoch

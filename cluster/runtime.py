@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import ray
 
-from models.errors import CaviarError
+from caviar.models.errors import CaviarError
 
 AUTH_HINT = (
     "A cluster with token authentication needs RAY_AUTH_MODE=token and its token "

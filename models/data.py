@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.errors import DataError
+from caviar.models.errors import DataError
 
 
 class _Split(BaseModel):
@@ -196,29 +196,32 @@ def _read_table(spec: FileSource) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{path}: only the target column '{spec.target}'; expected feature columns too"
         )
-    blocks = []
-    for name in sorted(columns):
-        values = np.asarray(columns[name])
-        if values.shape[0] != labels.shape[0]:
-            raise DataError(
-                f"{path}: '{name}' has {values.shape[0]} rows but '{spec.target}' has "
-                f"{labels.shape[0]}; expected equal lengths"
-            )
-        if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
-            raise DataError(
-                f"{path}: column '{name}' is not numeric ({values.dtype}); expected numbers"
-            )
-        block = values.reshape(values.shape[0], -1).astype(np.float64)
-        if not np.isfinite(block).all():
-            raise DataError(
-                f"{path}: column '{name}' has missing or infinite values; expected numbers"
-            )
-        blocks.append(block)
+    blocks = [_feature_block(spec, name, columns[name], len(labels)) for name in sorted(columns)]
     if any(label is None or label != label for label in labels.tolist()):
         raise DataError(
             f"{path}: column '{spec.target}' has missing labels; expected a class per row"
         )
     return np.concatenate(blocks, axis=1), labels
+
+
+def _feature_block(spec: FileSource, name: str, column: np.ndarray, rows: int) -> np.ndarray:
+    """One feature column (or NPZ block) as float64 (rows, k), or a `DataError` naming it."""
+    values = np.asarray(column)
+    if values.shape[0] != rows:
+        raise DataError(
+            f"{spec.path}: '{name}' has {values.shape[0]} rows but '{spec.target}' has "
+            f"{rows}; expected equal lengths"
+        )
+    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
+        raise DataError(
+            f"{spec.path}: column '{name}' is not numeric ({values.dtype}); expected numbers"
+        )
+    block = values.reshape(values.shape[0], -1).astype(np.float64)
+    if not np.isfinite(block).all():
+        raise DataError(
+            f"{spec.path}: column '{name}' has missing or infinite values; expected numbers"
+        )
+    return block
 
 
 def _read_columns(path: Path, kind: str) -> dict[str, np.ndarray]:

@@ -8,35 +8,16 @@ numerically safer than a softmax layer followed by a log.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class Activation(StrEnum):
-    RELU = "relu"
-    TANH = "tanh"
-    GELU = "gelu"
-
+from caviar.models.config import Activation, ModelConfig
 
 _ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.RELU: nn.ReLU,
     Activation.TANH: nn.Tanh,
     Activation.GELU: nn.GELU,
 }
-
-
-class ModelConfig(BaseModel):
-    """Shape of the network; every field may also be searched in a spec's `space`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_units: int = Field(128, ge=1, description="Width of every hidden layer.")
-    layers: int = Field(2, ge=1, description="Number of hidden blocks.")
-    batch_norm: bool = Field(True, description="BatchNorm1d after each hidden Linear layer.")
-    activation: Activation = Field(Activation.RELU, description="Non-linearity of hidden blocks.")
 
 
 def build_network(n_features: int, n_classes: int, config: ModelConfig) -> nn.Sequential:

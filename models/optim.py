@@ -1,31 +1,12 @@
-"""Optimisers and learning-rate decay, built from a `TrainConfig`.
-
-Names follow the course notes: `momentum` is SGD's beta, `beta2` is the decay of the squared
-gradient average (RMSprop's `alpha` in PyTorch, Adam's second beta), `beta1` is Adam's first.
-"""
+"""Optimisers and learning-rate decay, built from a `TrainConfig` (names as in `config`)."""
 
 from __future__ import annotations
 
 import math
-from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from models.train import TrainConfig
-
-
-class OptimizerName(StrEnum):
-    SGD = "sgd"
-    RMSPROP = "rmsprop"
-    ADAM = "adam"
-
-
-class LrSchedule(StrEnum):
-    CONSTANT = "constant"
-    INVERSE = "inverse"  # lr / (1 + decay * epoch)
-    EXPONENTIAL = "exponential"  # lr * exp(-decay * epoch)
+from caviar.models.config import LrSchedule, OptimizerName, TrainConfig
 
 
 def build_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:

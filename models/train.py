@@ -6,41 +6,20 @@ worker, or `fit` for a single babysat model) decides after each epoch whether to
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from enum import Enum
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-from models.data import Dataset
-from models.errors import CaviarError
-from models.net import ModelConfig, build_network
-from models.optim import LrSchedule, OptimizerName, build_optimizer, lr_factor
-
-
-class TrainConfig(BaseModel):
-    """How one network is trained; every field may also be searched in a spec's `space`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(10, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(128, ge=2, description="Mini-batch size.")
-    optimizer: OptimizerName = Field(OptimizerName.SGD, description="sgd, rmsprop or adam.")
-    lr: float = Field(0.01, gt=0, description="Initial learning rate (alpha).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD/RMSprop momentum (beta).")
-    beta1: float = Field(0.9, ge=0, lt=1, description="Adam's first-moment decay.")
-    beta2: float = Field(0.999, ge=0, lt=1, description="Squared-gradient decay (Adam, RMSprop).")
-    eps: float = Field(1e-8, gt=0, description="Adam/RMSprop epsilon.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient.")
-    lr_schedule: LrSchedule = Field(LrSchedule.CONSTANT, description="Learning-rate decay form.")
-    lr_decay: float = Field(0.0, ge=0, description="Decay rate of the schedule, per epoch.")
-    seed: int = Field(0, description="Seed of weight initialisation and batch order.")
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import Dataset
+from caviar.models.errors import CaviarError
+from caviar.models.metrics import EpochMetrics
+from caviar.models.net import build_network
+from caviar.models.optim import build_optimizer, lr_factor
 
 
 class Decision(Enum):
@@ -48,26 +27,6 @@ class Decision(Enum):
 
     CONTINUE = "continue"
     STOP = "stop"
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One epoch's report. Losses are mean cross-entropy; `epoch` counts from 1."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    seconds: float
-
-    @property
-    def diverged(self) -> bool:
-        """A non-finite loss: the trial cannot recover and ends as failed ("diverged")."""
-        return not (math.isfinite(self.train_loss) and math.isfinite(self.val_loss))
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
 
 
 def choose_device(preference: str) -> torch.device:

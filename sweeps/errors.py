@@ -1,6 +1,6 @@
 """Errors of the driver side; all are `CaviarError`s, printed as one line with exit code 2."""
 
-from models.errors import CaviarError, DataError
+from caviar.models.errors import CaviarError, DataError
 
 
 class SpecError(CaviarError):

@@ -4,22 +4,35 @@ the studies, MLflow and the Ray workers, then the driver loop."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
-from cluster.executor import RayExecutor
-from cluster.runtime import TrialResources, concurrent_slots, ray_session
-from models.data import build_dataset
-from models.train import choose_device
-from sweeps.champion import ChampionKeeper
-from sweeps.driver import Best, Incumbent, SweepDriver
-from sweeps.progress import RichProgress
-from sweeps.spec import SweepSpec, load_spec
-from sweeps.studies import default_storage, open_storage, sweep_lock
-from sweeps.tracking import Tracker, default_tracking_uri, flat_params, provenance, spool_dir
+from caviar.cluster.pool import ray_workers
+from caviar.cluster.runtime import TrialResources
+from caviar.models.data import Dataset, build_dataset
+from caviar.models.executor import TrialExecutor
+from caviar.models.train import choose_device
+from caviar.sweeps.record.champion import ChampionKeeper
+from caviar.sweeps.record.provenance import flat_params, provenance
+from caviar.sweeps.record.tracking import (
+    Tracker,
+    default_tracking_uri,
+    local_artifacts,
+    spool_dir,
+)
+from caviar.sweeps.record.writer import MlflowWriter
+from caviar.sweeps.search.best import Best, Incumbent
+from caviar.sweeps.search.driver import SweepDriver, SweepResult
+from caviar.sweeps.search.lock import sweep_lock
+from caviar.sweeps.search.spec import SweepSpec
+from caviar.sweeps.search.specfile import load_spec
+from caviar.sweeps.search.studies import default_storage, open_storage
+from caviar.sweeps.views.progress import RichProgress
 
 
 @dataclass(frozen=True)
@@ -41,11 +54,13 @@ class Locations:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    best: Best
+    result: SweepResult
     seconds: float  # wall time of the sweep, from the lock to the end
     mlflow_seconds: float  # of which the driver spent waiting on MLflow
-    incumbent_value: float | None = None  # a re-tune's re-evaluated champion, on this data
-    published: bool = False  # a champion was registered by this run
+
+    @property
+    def best(self) -> Best:
+        return self.result.best
 
     @property
     def mlflow_share(self) -> float:
@@ -77,58 +92,69 @@ def execute_sweep(
     with sweep_lock(where.run_dir, spec.name):
         start = time.perf_counter()
         storage = open_storage(where.storage_url)
-        tracker = Tracker(
-            where.tracking,
-            experiment=spec.experiment_name,
-            spool=spool_dir(where.run_dir, spec.name),
-            artifact_root=None if where.tracking_uri else where.run_dir / "artifacts",
-            sweep=spec.name,
-        )
-        resolved = spec.model_dump(mode="json")
-        tracker.start_sweep(
-            spec.name,
-            params={
-                **flat_params("model.", spec.model.model_dump(mode="json")),
-                **flat_params("train.", spec.train.model_dump(mode="json")),
-                **flat_params("data.", spec.data.model_dump(mode="json")),
-                "objective": f"{spec.objective.direction} {spec.objective.metric}",
-            },
-            tags={
-                **provenance(str(choose_device(spec.train.device))),
-                "stages": ", ".join(f"{s.name}:{s.trials}" for s in spec.stages),
-            },
-            files={**source, "resolved_spec.yaml": yaml.safe_dump(resolved, sort_keys=False)},
-        )
-        console.print(
-            f"[bold]sweep {spec.name}[/bold]: {len(data.y_train)} train / {len(data.y_val)} val "
-            f"samples, {data.n_features} features, {data.n_classes} classes; "
-            f"stages {', '.join(f'{s.name} ({s.trials})' for s in spec.stages)}"
-        )
-        console.print(f"[dim]studies {where.storage_url}\nMLflow  {where.tracking}[/dim]")
-        resources = TrialResources(spec.parallel.cpus_per_trial, spec.parallel.gpus_per_trial)
-        with ray_session(ray_address):
-            slots = concurrent_slots(spec.parallel.trials, resources)
-            if slots < spec.parallel.trials:
-                console.print(
-                    f"[yellow]the Ray cluster fits {slots} trial(s) at once, not "
-                    f"{spec.parallel.trials}[/yellow]"
-                )
-            executor = RayExecutor(data, resources, slots, max_retries=spec.parallel.max_retries)
-            champion = ChampionKeeper(
-                data, tracker, where.run_dir / "checkpoints" / spec.name, spec.model_name
-            )
-            try:
-                with RichProgress(spec.objective.metric, console) as progress:
-                    driver = SweepDriver(
-                        spec, storage, tracker, executor, progress, champion, incumbent
-                    )
-                    best = driver.run()
-            finally:
-                executor.close()
-        return SweepOutcome(
-            best,
-            time.perf_counter() - start,
-            tracker.seconds,
-            incumbent_value=driver.incumbent_value,
-            published=driver.published,
-        )
+        tracker = open_record(spec, where, source)
+        _introduce(spec, data, where, console)
+        with (
+            workers(spec, data, ray_address, console) as executor,
+            RichProgress(spec.objective.metric, console) as progress,
+        ):
+            folder = where.run_dir / "checkpoints" / spec.name
+            champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
+            driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
+            result = driver.run()
+        return SweepOutcome(result, time.perf_counter() - start, tracker.seconds)
+
+
+@contextmanager
+def workers(
+    spec: SweepSpec,
+    data: Dataset,
+    ray_address: str | None,
+    console: Console,
+    wanted: int | None = None,
+) -> Iterator[TrialExecutor]:
+    """The spec's trial workers on Ray (started or joined), `wanted` (default
+    `parallel.trials`) at once where the cluster holds them."""
+    wanted = wanted or spec.parallel.trials
+
+    def fewer(slots: int) -> None:
+        console.print(f"[yellow]the Ray cluster fits {slots} trial(s) at once, not {wanted}[/]")
+
+    parallel = spec.parallel
+    resources = TrialResources(parallel.cpus_per_trial, parallel.gpus_per_trial)
+    with ray_workers(data, resources, wanted, parallel.max_retries, ray_address, fewer) as pool:
+        yield pool
+
+
+def open_record(spec: SweepSpec, where: Locations, source: dict[str, str]) -> Tracker:
+    """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files."""
+    experiment = spec.experiment_name
+    artifacts = None if where.tracking_uri else local_artifacts(where.run_dir, experiment)
+    spool = spool_dir(where.run_dir, spec.name)
+    writer = MlflowWriter(where.tracking, experiment, spool, artifacts, background=True)
+    tracker = Tracker(writer, spec.name)
+    resolved = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    tracker.start_sweep(
+        spec.name,
+        params={
+            **flat_params("model.", spec.model.model_dump(mode="json")),
+            **flat_params("train.", spec.train.model_dump(mode="json")),
+            **flat_params("data.", spec.data.model_dump(mode="json")),
+            "objective": f"{spec.objective.direction} {spec.objective.metric}",
+        },
+        tags={
+            **provenance(str(choose_device(spec.train.device))),
+            "stages": ", ".join(f"{s.name}:{s.trials}" for s in spec.stages),
+        },
+        files={**source, "resolved_spec.yaml": resolved},
+    )
+    return tracker
+
+
+def _introduce(spec: SweepSpec, data: Dataset, where: Locations, console: Console) -> None:
+    console.print(
+        f"[bold]sweep {spec.name}[/bold]: {len(data.y_train)} train / {len(data.y_val)} val "
+        f"samples, {data.n_features} features, {data.n_classes} classes; "
+        f"stages {', '.join(f'{s.name} ({s.trials})' for s in spec.stages)}"
+    )
+    console.print(f"[dim]studies {where.storage_url}\nMLflow  {where.tracking}[/dim]")

@@ -21,13 +21,14 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from models.data import build_dataset
-from sweeps.champion import ChampionKeeper
-from sweeps.driver import SweepDriver
-from sweeps.executor import InProcessExecutor
-from sweeps.spec import load_spec
-from sweeps.studies import open_storage, study_name
-from sweeps.tracking import Tracker, spool_dir
+from caviar.models.data import build_dataset
+from caviar.models.inprocess import InProcessExecutor
+from caviar.sweeps.record.champion import ChampionKeeper
+from caviar.sweeps.record.tracking import Tracker, local_artifacts, spool_dir
+from caviar.sweeps.record.writer import MlflowWriter
+from caviar.sweeps.search.driver import SweepDriver
+from caviar.sweeps.search.specfile import load_spec
+from caviar.sweeps.search.studies import open_storage, study_name
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -114,6 +115,7 @@ class LocalSweep:
     tracker: Tracker
     progress: RecordingProgress
     best: Any = None
+    result: Any = None
 
     tracking_uri: str = ""
 
@@ -152,16 +154,22 @@ def run_local_sweep(
         folder=folder,
         storage=open_storage(f"sqlite:///{folder / 'optuna.db'}"),
         tracker=Tracker(
-            uri,
+            MlflowWriter(
+                uri,
+                spec.name,
+                spool_dir(folder, spec.name),
+                None if tracking_uri else local_artifacts(folder, spec.name),
+                background=True,
+            ),
             spec.name,
-            spool=spool_dir(folder, spec.name),
-            artifact_root=None if tracking_uri else folder / "artifacts",
         ),
         progress=RecordingProgress(),
         tracking_uri=uri,
     )
     sweep.tracker.start_sweep(spec.name, {}, {}, {})
-    champion = ChampionKeeper(data, sweep.tracker, folder / "checkpoints", spec.name)
+    champion = ChampionKeeper(
+        data, sweep.tracker, folder / "checkpoints", spec.name, sweep.progress.note
+    )
     driver = SweepDriver(
         spec,
         sweep.storage,
@@ -170,7 +178,8 @@ def run_local_sweep(
         sweep.progress,
         champion,
     )
-    sweep.best = driver.run()
+    sweep.result = driver.run()
+    sweep.best = sweep.result.best
     return sweep
 
 

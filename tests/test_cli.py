@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from sweeps.cli import app
-from sweeps.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
+from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
+from caviar.sweeps.views.cli import app
 from tests.conftest import TWO_STAGES, spec_dict, write_spec
 
 runner = CliRunner()

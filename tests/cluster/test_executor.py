@@ -8,13 +8,12 @@ import time
 
 import pytest
 
-from cluster.executor import RayExecutor
-from cluster.runtime import TrialResources, concurrent_slots
-from models.data import DigitsSource, build_dataset
-from models.errors import CaviarError
-from models.net import ModelConfig
-from models.train import TrainConfig
-from sweeps.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost
+from caviar.cluster.executor import RayExecutor
+from caviar.cluster.runtime import TrialResources, concurrent_slots
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.errors import CaviarError
+from caviar.models.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost
 
 pytestmark = pytest.mark.usefixtures("ray_instance")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sweeps.schedule import history
+from caviar.sweeps.ops.schedule import history
 from tests.conftest import TWO_STAGES, free_port, spec_dict, write_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -70,7 +70,10 @@ def token_cluster(tmp_path):
 
 def submit(spec: Path, run_dir: str, address: str, env: dict[str, str]) -> dict:
     """A scheduled run in a process of its own: Ray reads its auth mode once per process."""
-    code = "import json, sys; from sweeps.schedule import run_job; run_job(*sys.argv[1:4], {})"
+    code = (
+        "import json, sys; from caviar.sweeps.ops.schedule import run_job; "
+        "run_job(*sys.argv[1:4], {})"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code, str(spec), run_dir, address],
         env=env, capture_output=True, text=True, timeout=300,

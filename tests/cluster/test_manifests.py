@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.spec import load_spec
+from caviar.sweeps.search.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "cluster").rglob("*.yaml"))

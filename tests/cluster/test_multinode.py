@@ -11,8 +11,14 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from sweeps.cli import app
-from sweeps.studies import FAIL_REASON, INTERRUPTED, load_study, open_storage, study_name
+from caviar.sweeps.search.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    load_study,
+    open_storage,
+    study_name,
+)
+from caviar.sweeps.views.cli import app
 from tests.conftest import CAVIAR, MlflowServer, free_port, spec_dict, write_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import (
+from caviar.models.data import (
     DigitsSource,
     FileSource,
     Mnist1dSource,
     build_dataset,
 )
-from models.errors import DataError
+from caviar.models.errors import DataError
 
 
 def test_digits_split_is_deterministic_and_complete():

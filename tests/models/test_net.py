@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.net import ModelConfig, build_network, predict_proba
+from caviar.models.config import ModelConfig
+from caviar.models.net import build_network, predict_proba
 
 
 def _linears(network: nn.Module) -> list[nn.Linear]:

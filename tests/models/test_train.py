@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from models.data import DigitsSource, build_dataset
-from models.errors import CaviarError
-from models.net import ModelConfig
-from models.optim import LrSchedule, lr_factor
-from models.train import Decision, Outcome, TrainConfig, Trainer, choose_device, fit
+from caviar.models.config import LrSchedule, ModelConfig, TrainConfig
+from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.errors import CaviarError
+from caviar.models.optim import lr_factor
+from caviar.models.train import Decision, Outcome, Trainer, choose_device, fit
 
 
 @pytest.fixture(scope="module")

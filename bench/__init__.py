@@ -1,0 +1,1 @@
+"""Benchmarks of caviar, run from the repository (not installed): `make bench`."""

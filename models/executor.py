@@ -1,0 +1,141 @@
+"""The boundary between the driver, which decides, and whatever trains the trials.
+
+The driver starts a trial, then after each reported epoch either lets it go on (`proceed`) or
+ends it (`release`). Workers never decide; they train one epoch when told. This module holds
+only the jobs, the events and the protocol (no torch, no training code), so the driver sees
+configs and metrics and nothing else. Implementations: `caviar.cluster.executor.RayExecutor`
+(production) and `caviar.models.inprocess.InProcessExecutor` (one process, for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.metrics import EpochMetrics
+
+Weights = dict[str, Any]  # a network's state dict, on the CPU
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    key: int
+    model: ModelConfig
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """Something that happened to the trial `key`."""
+
+    key: int
+
+
+@dataclass(frozen=True)
+class EpochDone(TrialEvent):
+    """The trial finished an epoch and waits to be told whether to go on."""
+
+    metrics: EpochMetrics
+
+
+@dataclass(frozen=True)
+class WorkerLost(TrialEvent):
+    """The trial's worker died; the executor restarted the trial from its first epoch."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrialCrashed(TrialEvent):
+    """The trial cannot go on: an error in training, or its worker died too often."""
+
+    reason: str
+
+
+Event = EpochDone | WorkerLost | TrialCrashed
+
+
+class TrialExecutor(Protocol):
+    @property
+    def slots(self) -> int:
+        """How many trials can run at once."""
+        ...
+
+    def start(self, job: TrialJob) -> None:
+        """Build the trial's network and train its first epoch."""
+
+    def proceed(self, key: int) -> None:
+        """Train the trial's next epoch."""
+
+    def release(self, key: int) -> None:
+        """The trial is over; free its worker."""
+
+    def weights(self, key: int) -> Weights | None:
+        """The trial's network weights, before it is released; None if its worker is gone."""
+        ...
+
+    def wait(self, timeout: float) -> list[Event]:
+        """Events that arrived, waiting up to `timeout` seconds for the first one."""
+        ...
+
+    def close(self) -> None:
+        """Stop all workers."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A job trained for all its epochs: its curve and its final weights (None if lost)."""
+
+    curve: list[EpochMetrics]
+    weights: Weights | None
+
+
+def run_to_completion(
+    executor: TrialExecutor, jobs: list[TrialJob], keep_weights: bool = False
+) -> dict[int, Trained | str]:
+    """Train every job for all its epochs (no pruning), as many at once as the executor holds.
+
+    Returns each job's result (with its weights if `keep_weights`), or the reason it failed
+    (a crash, or a loss that diverged)."""
+    waiting = list(jobs)
+    results: dict[int, Trained | str] = {}
+    curves: dict[int, list[EpochMetrics]] = {}
+    epochs = {job.key: job.train.epochs for job in jobs}
+    while waiting or curves:
+        while waiting and len(curves) < executor.slots:
+            job = waiting.pop(0)
+            curves[job.key] = []
+            executor.start(job)
+        for event in executor.wait(timeout=0.5):
+            outcome = _follow(executor, event, curves, epochs[event.key], keep_weights)
+            if outcome is not None:
+                results[event.key] = outcome
+                curves.pop(event.key, None)
+    return results
+
+
+def _follow(
+    executor: TrialExecutor,
+    event: Event,
+    curves: dict[int, list[EpochMetrics]],
+    epochs: int,
+    keep_weights: bool,
+) -> Trained | str | None:
+    """One event of `run_to_completion`: the job's result when it ended, else None."""
+    if isinstance(event, WorkerLost):
+        curves[event.key] = []  # restarted from its first epoch
+        return None
+    if isinstance(event, TrialCrashed):
+        return event.reason
+    if event.metrics.diverged:
+        executor.release(event.key)
+        return "diverged"
+    curves[event.key].append(event.metrics)
+    if event.metrics.epoch < epochs:
+        executor.proceed(event.key)
+        return None
+    weights = executor.weights(event.key) if keep_weights else None
+    executor.release(event.key)
+    return Trained(curves[event.key], weights)

@@ -1,0 +1,149 @@
+"""`caviar retune`: a warm-started sweep on the data as it is now.
+
+The re-tune is a sweep of its own (named `<sweep>.retune-<data fingerprint>`, so re-running it
+on the same data continues it), logged in the same MLflow experiment and registering into the
+same model. Its stages:
+
+1. `warm`: the champion (as the incumbent) and the previous sweep's best trials, retrained on
+   the current data;
+2. `explore`: a share (`retune.explore`) of the budget over the full ranges again;
+3. `fine`: the rest, TPE inside the box around the best trials so far.
+
+The champion is replaced only when a trial beats the incumbent's score on the current data;
+the replaced version keeps the alias `previous-champion`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
+from caviar.sweeps.ops.retest import champion_of, data_fingerprint
+from caviar.sweeps.record.champion import Champion
+from caviar.sweeps.search.best import Incumbent
+from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
+from caviar.sweeps.search.stages import best_trials
+from caviar.sweeps.search.studies import own_trials, read_stages
+
+
+@dataclass(frozen=True)
+class RetuneOutcome:
+    name: str  # the sweep re-tuned
+    sweep: str  # the re-tune's own sweep name
+    champion_before: Champion
+    outcome: SweepOutcome
+
+    @property
+    def replaced(self) -> bool:
+        return self.outcome.result.published
+
+    def summary(self) -> dict[str, Any]:
+        best = self.outcome.best
+        return {
+            "name": self.name,
+            "retune": self.sweep,
+            "incumbent": {
+                "version": self.champion_before.version,
+                "score_then": self.champion_before.score,
+                "score_now": self.outcome.result.incumbent_value,
+            },
+            "best": {"value": best.value, "trial": best.label, "params": best.params},
+            "replaced": self.replaced,
+        }
+
+
+def previous_best(
+    spec: SweepSpec, storage_url: str, sweep: str, count: int
+) -> list[dict[str, Any]]:
+    """The `count` best complete trials of `sweep` (user form), best first."""
+    assert spec.objective.direction is not None
+    if count == 0:
+        return []
+    trials = [
+        t
+        for _, study in read_stages(storage_url, sweep, _stage_names(spec, sweep))
+        if study is not None
+        for t in own_trials(study.get_trials())
+    ]
+    best = best_trials(trials, count, spec.objective.direction)
+    return [spec.search_space.to_values(t.params) for t in best]
+
+
+def retune_spec(spec: SweepSpec, champion: Champion, warm: list[dict[str, Any]]) -> SweepSpec:
+    """The sweep that re-tunes `spec` on its current data, starting from `warm` configs."""
+    return spec.model_copy(
+        update={
+            "name": retune_name(spec),
+            "data": spec.retune.data or spec.data,
+            "stages": retune_stages(spec, champion.train.epochs, warm),
+            "experiment": spec.experiment_name,
+            "registered_model": spec.model_name,
+            "seed": spec.seed + 1,
+        }
+    )
+
+
+def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> list[StageSpec]:
+    """warm (the incumbent and `warm` configs), explore (full ranges, Sobol), fine (TPE in the
+    box around the best so far); each trial trains the champion's `epochs`."""
+    budget = spec.retune.trials
+    explore = round(budget * spec.retune.explore)
+    first, last = spec.stages[0], spec.stages[-1]
+    stages = [
+        StageSpec(name="warm", trials=1 + len(warm), sampler=SamplerName.RANDOM, epochs=epochs,
+                  enqueue=warm, narrow=False),
+    ]  # fmt: skip
+    if explore:
+        stages.append(
+            StageSpec(name="explore", trials=explore, sampler=SamplerName.QMC, epochs=epochs,
+                      pruner=first.pruner, narrow=False)
+        )  # fmt: skip
+    if budget - explore:
+        keep_top = last.keep_top if len(spec.stages) > 1 else 0.2
+        stages.append(
+            StageSpec(name="fine", trials=budget - explore, sampler=SamplerName.TPE,
+                      epochs=epochs, pruner=last.pruner, keep_top=keep_top, margin=last.margin)
+        )  # fmt: skip
+    return stages
+
+
+def retune_name(spec: SweepSpec) -> str:
+    return f"{spec.name}.retune-{data_fingerprint(spec)}"
+
+
+def retune(
+    spec: SweepSpec, where: Locations, ray_address: str | None, console: Console
+) -> RetuneOutcome:
+    champion = champion_of(spec, where.tracking)
+    warm = [
+        values
+        for values in previous_best(
+            spec, where.storage_url, champion.sweep, spec.retune.keep_previous
+        )
+        if values != champion.values(spec.space)
+    ]
+    plan = retune_spec(spec, champion, warm)
+    console.print(
+        f"re-tuning {spec.name} on the current data as sweep {plan.name}: champion "
+        f"v{champion.version} and {len(warm)} earlier best trial(s) first, then "
+        + ", ".join(f"{s.name} ({s.trials})" for s in plan.stages[1:])
+    )
+    outcome = execute_sweep(
+        plan,
+        where,
+        ray_address,
+        console,
+        source={"retune_spec.yaml": yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False)},
+        incumbent=Incumbent(f"v{champion.version}", champion.values(spec.space)),
+    )
+    return RetuneOutcome(spec.name, plan.name, champion, outcome)
+
+
+def _stage_names(spec: SweepSpec, sweep: str) -> list[str]:
+    if sweep == spec.name:
+        return [s.name for s in spec.stages]
+    return ["warm", "explore", "fine"]  # a re-tune's stages

@@ -1,0 +1,230 @@
+"""The champion: the best trial's trained network, logged and registered in MLflow.
+
+While a sweep runs, each trial that becomes the best has its weights saved to a checkpoint in
+the run directory (milliseconds; nothing is lost if the driver dies). When the sweep ends, the
+best checkpoint becomes an MLflow model on its trial's run: raw inputs in (the training
+split's scaling is part of the model), class probabilities out, saved in PyTorch's exported
+graph format with an input example and signature, registered under the sweep's name with the
+alias `champion`. A champion whose weights were lost (with its worker, or its run directory)
+is trained again from its configuration and seed, which reproduces the network.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import Dataset
+from caviar.models.errors import CaviarError
+from caviar.models.executor import Trained, TrialExecutor, TrialJob, Weights, run_to_completion
+from caviar.models.net import build_network, deployable
+from caviar.sweeps.record.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The best trial of a sweep, as the champion sees it."""
+
+    key: str | None  # its MLflow run key
+    label: str  # "stage#number"
+    value: float
+    checkpoint: Path | None  # its saved weights, when they were kept
+    model: ModelConfig  # what to train again if they were not
+    train: TrainConfig
+
+
+class ChampionKeeper:
+    def __init__(
+        self,
+        data: Dataset,
+        tracker: Tracker,
+        folder: Path,
+        model_name: str,
+        note: Callable[[str], None],
+    ) -> None:
+        """`note` hears what happens to the champion (a progress line)."""
+        self.data = data
+        self.tracker = tracker
+        self.folder = folder
+        self.model_name = model_name
+        self.note = note
+
+    def keep(self, label: str, model: ModelConfig, weights: Weights) -> Path:
+        """Save a new best trial's network; returns the checkpoint's path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{label.replace('#', '-')}.pt"
+        torch.save({"model": model.model_dump(mode="json"), "weights": weights}, path)
+        return path
+
+    def checkpoint(
+        self, executor: TrialExecutor, key: int, label: str, model: ModelConfig
+    ) -> Path | None:
+        """Keep the weights of trial `key` (before its worker is released); None if gone."""
+        weights = executor.weights(key)
+        if weights is None:
+            self.note(f"trial {label}: worker gone, weights not kept")
+            return None
+        return self.keep(label, model, weights)
+
+    def publish_best(self, best: Candidate, executor: TrialExecutor, metric: str) -> float | None:
+        """Log and register `best` (retraining it if its weights were lost); returns its test
+        accuracy, or None when it could not be published (the reason is noted)."""
+        if best.key is None:
+            self.note(f"champion {best.label}: it has no MLflow run; not logged")
+            return None
+        checkpoint = best.checkpoint
+        if checkpoint is None or not checkpoint.exists():
+            checkpoint = self.retrain(best, executor)
+            if checkpoint is None:
+                self.note(f"champion {best.label}: could not be retrained; not logged")
+                return None
+        accuracy = self.publish(best, checkpoint, metric)
+        self.note(
+            f"champion {best.label}: registered as '{self.model_name}@champion', "
+            f"test accuracy {accuracy:.4f}"
+        )
+        return accuracy
+
+    def retrain(self, best: Candidate, executor: TrialExecutor) -> Path | None:
+        """Train the candidate's configuration again (same seed and data: the same network)."""
+        self.note(f"champion {best.label}: its weights were lost; retraining them")
+        key = -1  # no Optuna trial has a negative number
+        done = run_to_completion(executor, [TrialJob(key, best.model, best.train)], True)[key]
+        if not isinstance(done, Trained) or done.weights is None:
+            return None
+        return self.keep(best.label, best.model, done.weights)
+
+    def network(self, checkpoint: Path) -> torch.nn.Module:
+        """The deployable network of a checkpoint: raw inputs -> class probabilities."""
+        saved = torch.load(checkpoint, weights_only=True)
+        network = build_network(
+            self.data.n_features, self.data.n_classes, ModelConfig.model_validate(saved["model"])
+        )
+        network.load_state_dict(saved["weights"])
+        return deployable(
+            network, torch.from_numpy(self.data.mean), torch.from_numpy(self.data.std)
+        )
+
+    def test_accuracy(self, network: torch.nn.Module) -> float:
+        with torch.no_grad():
+            probabilities = network(torch.from_numpy(self.data.raw(self.data.x_test)))
+        return float((probabilities.argmax(dim=1).numpy() == self.data.y_test).mean())
+
+    def publish(self, best: Candidate, checkpoint: Path, metric: str) -> float:
+        """Log the champion as an MLflow model, register it, alias it; returns its test accuracy."""
+        import mlflow.pytorch
+        from mlflow.models import infer_signature
+
+        network = self.network(checkpoint)
+        accuracy = self.test_accuracy(network)
+        example = self.data.raw(self.data.x_test[:5])
+        with torch.no_grad():
+            signature = infer_signature(example, network(torch.from_numpy(example)).numpy())
+        with tempfile.TemporaryDirectory() as folder:
+            model_dir = Path(folder) / "model"
+            classes = Path(folder) / "classes.json"
+            classes.write_text(json.dumps(list(self.data.classes)))
+            mlflow.pytorch.save_model(
+                network,
+                model_dir,
+                signature=signature,
+                input_example=np.ascontiguousarray(example),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                extra_files=[str(classes)],
+            )
+            assert best.key is not None
+            self.tracker.publish_model(
+                best.key,
+                model_dir,
+                self.model_name,
+                metrics={"test_accuracy": accuracy},
+                tags=self._version_tags(best, metric, accuracy),
+            )
+        return accuracy
+
+    def _version_tags(self, best: Candidate, metric: str, accuracy: float) -> dict[str, str]:
+        return {
+            "trial": best.label,
+            "sweep": self.tracker.sweep,
+            "metric": metric,
+            metric: repr(best.value),
+            "test_accuracy": f"{accuracy:.6g}",
+            "classes": json.dumps(list(self.data.classes)),
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The registered champion: where it came from and the configuration that made it."""
+
+    version: str
+    run_id: str
+    trial: str  # "stage#number"
+    sweep: str  # the sweep (or re-tune) that produced it
+    score: float  # the objective when it became champion
+    promoted_at: datetime
+    model: ModelConfig
+    train: TrainConfig
+    params: dict[str, Any]  # every config field, as logged
+
+    def age_days(self, now: datetime) -> float:
+        return (now - self.promoted_at).total_seconds() / 86400
+
+    def values(self, searched: Iterable[str]) -> dict[str, Any]:
+        """The champion's values of the `searched` hyperparameters."""
+        return {name: self.params[name] for name in searched if name in self.params}
+
+
+def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
+    """The version with alias `champion` of registered model `model_name`, with its score in
+    `metric`; CaviarError if there is none."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        raise CaviarError(
+            f"no champion for '{model_name}' in MLflow at {tracking_uri}; run "
+            "`caviar sweep` on this spec first"
+        ) from None
+    if version.run_id is None:
+        raise CaviarError(f"champion v{version.version} of '{model_name}' has no run")
+    params = {k: _parse(v) for k, v in client.get_run(version.run_id).data.params.items()}
+    promoted = version.tags.get("promoted_at")
+    return Champion(
+        version=str(version.version),
+        run_id=version.run_id,
+        trial=version.tags.get("trial", "?"),
+        sweep=version.tags.get("sweep", model_name),
+        score=float(version.tags[metric]),
+        promoted_at=(
+            datetime.fromisoformat(promoted)
+            if promoted
+            else datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+        ),
+        model=ModelConfig.model_validate(
+            {k: v for k, v in params.items() if k in ModelConfig.model_fields}
+        ),
+        train=TrainConfig.model_validate(
+            {k: v for k, v in params.items() if k in TrainConfig.model_fields}
+        ),
+        params=params,
+    )
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

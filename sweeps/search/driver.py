@@ -1,0 +1,263 @@
+"""The driver loop: the single writer of the Optuna studies and of MLflow.
+
+For each stage: ask Optuna for configs while there is budget and a free worker, hand them to
+the executor, and handle what comes back. After every epoch the driver reports the objective
+to Optuna, asks the stage's pruner, and tells the worker to go on or stop. Opening a stage
+(its box, carried trials, queued configs) lives in `stages`, a trial's two records in
+`trials`, publishing the champion in `caviar.sweeps.record.champion`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from caviar.models.errors import CaviarError
+from caviar.models.executor import (
+    EpochDone,
+    Event,
+    TrialCrashed,
+    TrialExecutor,
+    TrialJob,
+    WorkerLost,
+)
+from caviar.sweeps.record.champion import Candidate, ChampionKeeper
+from caviar.sweeps.record.tracking import Tracker
+from caviar.sweeps.search.best import Best, Incumbent, TrialEnd
+from caviar.sweeps.search.space import format_box
+from caviar.sweeps.search.spec import SweepSpec
+from caviar.sweeps.search.stages import OpenedStage, StagePlan, open_stage, plan_stages
+from caviar.sweeps.search.studies import (
+    CHAMPION,
+    CHECKPOINT,
+    INCUMBENT,
+    INTERRUPTED,
+    is_carried,
+    uses_budget,
+)
+from caviar.sweeps.search.trials import (
+    LiveTrial,
+    close_trial,
+    open_trial,
+    reissue_interrupted,
+    state_label,
+)
+
+
+class ProgressSink(Protocol):
+    def stage_started(self, plan: StagePlan, done: int) -> None: ...
+    def trial_ended(self, end: TrialEnd, best: Best) -> None: ...
+    def running(self, count: int) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one run of the driver found and did."""
+
+    best: Best
+    incumbent_value: float | None  # a re-tune's re-evaluated champion, on this data
+    published: bool  # a new champion was registered by this run
+    waiting_writes: int  # MLflow writes left on disk for an unreachable server
+
+
+class SweepDriver:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        storage: optuna.storages.BaseStorage,
+        tracker: Tracker,
+        executor: TrialExecutor,
+        progress: ProgressSink,
+        champion: ChampionKeeper | None = None,
+        incumbent: Incumbent | None = None,
+    ) -> None:
+        assert spec.objective.direction is not None
+        self.spec, self.storage, self.tracker = spec, storage, tracker
+        self.executor, self.progress = executor, progress
+        self.champion, self.incumbent = champion, incumbent
+        self.incumbent_value: float | None = None  # its score on this sweep's data
+        self.metric = spec.objective.metric
+        self.best = Best(spec.objective.direction)
+        self._live: dict[int, LiveTrial] = {}
+        self._finished = 0
+        self._stillborn = 0  # trials in a row whose worker died before their first epoch
+
+    def run(self) -> SweepResult:
+        """Run every stage's remaining budget and publish the champion; on any exit, running
+        trials are closed (as interrupted, to be run again)."""
+        try:
+            first = self._run_stages()
+            published = self._publish_champion(first)
+        except BaseException:
+            self._abandon_live()
+            self.tracker.end_sweep(status="KILLED")
+            raise
+        waiting = self.tracker.end_sweep()
+        if waiting:
+            self.progress.note(self.tracker.unreachable_note(waiting))
+        return SweepResult(self.best, self.incumbent_value, published, waiting)
+
+    def _run_stages(self) -> optuna.Study | None:
+        """Every stage in order; returns the first stage's study (where the champion is noted)."""
+        previous: list[tuple[StagePlan, optuna.Study]] = []
+        for plan in plan_stages(self.spec):
+            opened = open_stage(self.storage, self.spec, plan, previous, self.incumbent)
+            if opened.fresh:
+                self._record_opening(opened)
+            self._run_stage(opened.plan, opened.study)
+            previous.append((opened.plan, opened.study))
+        return previous[0][1] if previous else None
+
+    def _record_opening(self, opened: OpenedStage) -> None:
+        box = opened.plan.space.box()
+        if opened.plan.index > 0 and opened.plan.spec.narrow:
+            self.progress.note(
+                f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far, "
+                f"{opened.carried} earlier trials carried over: " + format_box(box, "; ")
+            )
+        self.tracker.record_stage(opened.plan.name, box, opened.kept, opened.carried)
+
+    def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
+        reissue_interrupted(self.storage, study, plan, self.tracker, self.progress.note)
+        finished = study.get_trials(deepcopy=False)
+        self._absorb(plan, finished)
+        budget_left = plan.trials - sum(uses_budget(t) for t in finished)
+        self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
+        while budget_left > 0 or self._live:
+            while budget_left > 0 and len(self._live) < self.executor.slots:
+                live = open_trial(study, plan, self.spec, self.tracker)
+                self._live[live.number] = live
+                self.executor.start(TrialJob(live.number, live.model, live.train))
+                budget_left -= 1
+            for event in self.executor.wait(timeout=0.5):
+                self._handle(plan, event)
+            self.progress.running(len(self._live))
+            self.tracker.flush(force=False)
+
+    def _absorb(self, plan: StagePlan, trials: list[FrozenTrial]) -> None:
+        """Count trials finished by earlier drivers into the best-so-far."""
+        for t in trials:
+            if is_carried(t):
+                continue
+            self._finished += uses_budget(t)
+            if t.state is not TrialState.COMPLETE or t.value is None:
+                continue
+            if INCUMBENT in t.user_attrs:
+                self.incumbent_value = t.value
+            if self.best.beaten_by(t.value):
+                self.best.take(t.value, plan.space.to_values(t.params), plan.name, t)
+
+    def _handle(self, plan: StagePlan, event: Event) -> None:
+        live = self._live[event.key]
+        if isinstance(event, WorkerLost):
+            self.progress.note(
+                f"{plan.name} trial {live.number}: worker lost ({event.reason}); "
+                f"restarting it, attempt {event.attempt + 1}"
+            )
+        elif isinstance(event, TrialCrashed):
+            self._finish(plan, live, TrialState.FAIL, None, event.reason)
+            self._check_workers_can_start(live, event.reason)
+        else:
+            self._epoch_done(plan, live, event)
+
+    def _epoch_done(self, plan: StagePlan, live: LiveTrial, event: EpochDone) -> None:
+        """Report the epoch; then the trial completes, is pruned, fails or goes on."""
+        metrics = event.metrics
+        if metrics.epoch <= live.recorded:  # a restarted worker catching up: already recorded
+            self.executor.proceed(live.number)
+            return
+        live.recorded = metrics.epoch
+        self.tracker.log_epoch(live.key, metrics)
+        if metrics.diverged:
+            self._finish(plan, live, TrialState.FAIL, None, "diverged")
+            return
+        value = float(getattr(metrics, self.metric))
+        value = value if math.isfinite(value) else math.nan
+        live.trial.report(value, metrics.epoch)
+        if metrics.epoch >= plan.epochs:
+            self._finish(plan, live, TrialState.COMPLETE, value)
+        elif live.trial.should_prune():
+            self._finish(plan, live, TrialState.PRUNED, value)
+        else:
+            self.executor.proceed(live.number)
+
+    def _check_workers_can_start(self, live: LiveTrial, reason: str) -> None:
+        """Stop when workers keep dying before their first epoch: that is the cluster, not the
+        hyperparameters (typically a driver and cluster with different Ray auth modes)."""
+        if live.recorded > 0 or "worker died" not in reason:
+            self._stillborn = 0
+            return
+        self._stillborn += 1
+        if self._stillborn >= 2 * self.executor.slots + 1:
+            raise CaviarError(
+                f"{self._stillborn} trials in a row lost their worker before one epoch; the "
+                f"cluster cannot run trials: {reason}"
+            )
+
+    def _finish(
+        self,
+        plan: StagePlan,
+        live: LiveTrial,
+        state: TrialState,
+        value: float | None,
+        reason: str | None = None,
+    ) -> None:
+        del self._live[live.number]
+        improved = (
+            state is TrialState.COMPLETE
+            and value is not None
+            and math.isfinite(value)
+            and self.best.beaten_by(value)
+        )
+        if improved and self.champion is not None:
+            label = f"{plan.name}#{live.number}"
+            path = self.champion.checkpoint(self.executor, live.number, label, live.model)
+            if path is not None:
+                live.trial.set_user_attr(CHECKPOINT, str(path))
+        self.executor.release(live.number)
+        close_trial(self.tracker, live, state, value, reason)
+        self._finished += 1
+        if INCUMBENT in live.trial.user_attrs and state is TrialState.COMPLETE:
+            self.incumbent_value = value
+        if improved and value is not None:
+            self.best.take(value, live.params, plan.name, live.trial)
+            self.tracker.record_best(self.metric, value, live.params, self._finished)
+        label = state_label(state)
+        end = TrialEnd(plan.name, live.number, label, value, live.params, live.recorded, reason)
+        self.progress.trial_ended(end, self.best)
+
+    def _abandon_live(self) -> None:
+        """The driver is stopping: running trials become 'interrupted' and are re-run later."""
+        for live in self._live.values():
+            self.executor.release(live.number)
+            close_trial(self.tracker, live, TrialState.FAIL, None, INTERRUPTED)
+        self._live.clear()
+
+    def _publish_champion(self, study: optuna.Study | None) -> bool:
+        """Log and register the best trial's network, unless it already is the champion or
+        a re-tune's incumbent scores at least as well on this data."""
+        best = self.best
+        if self.champion is None or best.value is None or study is None:
+            return False
+        if study.user_attrs.get(CHAMPION) == best.label:
+            return False
+        if self.incumbent_value is not None and not best.direction.better(
+            best.value, self.incumbent_value
+        ):
+            self.progress.note(
+                f"champion {self.incumbent.label if self.incumbent else ''} kept: no trial beats "
+                f"its {self.metric} of {self.incumbent_value:.4f} on this data"
+            )
+            return False
+        stage = next(s for s in self.spec.stages if s.name == best.stage)
+        model, train = self.spec.configs(best.params, epochs=self.spec.stage_epochs(stage))
+        candidate = Candidate(best.key, best.label, best.value, best.checkpoint, model, train)
+        if self.champion.publish_best(candidate, self.executor, self.metric) is None:
+            return False
+        study.set_user_attr(CHAMPION, best.label)
+        return True

@@ -1,0 +1,37 @@
+"""One driver per sweep: an exclusive lock held for the driver's lifetime."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from caviar.sweeps.errors import SweepBusy
+
+
+@contextmanager
+def sweep_lock(run_dir: Path, sweep: str) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep for the driver's lifetime (released if it dies)."""
+    lock_dir = run_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{sweep}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise SweepBusy(
+                f"sweep '{sweep}' is already running (driver pid {owner}, lock {path}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

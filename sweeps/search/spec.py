@@ -1,0 +1,247 @@
+"""The sweep spec: everything a sweep needs, as typed, validated sections.
+
+`caviar.sweeps.search.specfile.load_spec` reads a YAML file into a `SweepSpec`; validation
+errors name the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import DataSpec
+from caviar.sweeps.ops.cron import cron_trigger
+from caviar.sweeps.search.direction import Direction
+from caviar.sweeps.search.params import ChoiceParam, Param
+from caviar.sweeps.search.space import SearchSpace
+
+# Config fields that describe the run rather than the model being searched.
+_NOT_SEARCHABLE = {"epochs", "seed", "device"}
+HYPERPARAMETERS: tuple[str, ...] = tuple(
+    name
+    for name in (*ModelConfig.model_fields, *TrainConfig.model_fields)
+    if name not in _NOT_SEARCHABLE
+)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplerName(StrEnum):
+    RANDOM = "random"
+    QMC = "qmc"  # scrambled Sobol sequence
+    TPE = "tpe"
+    GRID = "grid"
+
+
+class PrunerName(StrEnum):
+    NONE = "none"
+    MEDIAN = "median"
+    SUCCESSIVE_HALVING = "successive_halving"
+    HYPERBAND = "hyperband"
+
+
+class PrunerSpec(Strict):
+    kind: PrunerName = Field(PrunerName.NONE, description="Which pruner stops weak trials early.")
+    warmup_epochs: int = Field(2, ge=0, description="median: epochs before a trial can be pruned.")
+    startup_trials: int = Field(4, ge=0, description="median: trials completed before pruning.")
+    min_epochs: int = Field(1, ge=1, description="halving/hyperband: smallest epoch budget.")
+    reduction_factor: int = Field(
+        3, ge=2, description="halving/hyperband: keep 1/factor each rung."
+    )
+
+
+class StageSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name, unique within the sweep.")
+    trials: int = Field(ge=1, description="Trial budget of this stage.")
+    sampler: SamplerName = Field(SamplerName.RANDOM, description="random, qmc, tpe or grid.")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    epochs: int | None = Field(
+        None, ge=1, description="Epoch budget per trial; default train.epochs."
+    )
+    grid_points: int = Field(3, ge=1, description="grid: points per numeric parameter.")
+    keep_top: float = Field(
+        0.2,
+        gt=0,
+        description="Best trials of the stage before that set this stage's box: a fraction "
+        "(below 1) of its finished trials, or a count (1 or more).",
+    )
+    margin: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Widening of the box on each side, as a share of the full range "
+        "in the parameter's own scale.",
+    )
+    narrow: bool = Field(
+        True,
+        description="Search the box around the best trials so far (false: the full ranges).",
+    )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Configurations (searched hyperparameters) this stage evaluates first.",
+    )
+
+    @model_validator(mode="after")
+    def _keep_top_is_fraction_or_count(self) -> StageSpec:
+        if self.keep_top >= 1 and self.keep_top != int(self.keep_top):
+            raise ValueError(
+                f"keep_top must be a fraction below 1 or a whole count, but got {self.keep_top}"
+            )
+        return self
+
+
+class ObjectiveSpec(Strict):
+    metric: Literal["val_accuracy", "val_loss", "train_loss"] = "val_accuracy"
+    direction: Direction | None = Field(
+        None, description="Default: maximize for accuracy, minimize for a loss."
+    )
+
+    @model_validator(mode="after")
+    def _direction_fits_metric(self) -> ObjectiveSpec:
+        natural = Direction.natural(self.metric)
+        if self.direction is None:
+            self.direction = natural
+        elif self.direction != natural:
+            raise ValueError(
+                f"direction for {self.metric} should be {natural}, not {self.direction}"
+            )
+        return self
+
+
+class RetuneSpec(Strict):
+    """When to re-test the champion, when it counts as stale, and how to re-tune."""
+
+    schedule: str = Field(
+        "0 3 * * 1",
+        description="cron: minute hour day month day-of-week (0/7 = Sunday), "
+        "or six fields with seconds first.",
+    )
+    tolerance: float = Field(0.02, ge=0, description="Stale when the score drops by more.")
+    max_age_days: float = Field(30, gt=0, description="Stale when the champion is older.")
+    seeds: int = Field(3, ge=1, description="Re-test trains the champion's config this often.")
+    data: DataSpec | None = Field(
+        None, description="The data as it is now, when it differs from `data` (drift demos)."
+    )
+    trials: int = Field(24, ge=1, description="Re-tune budget, besides the re-evaluated trials.")
+    explore: float = Field(
+        0.25, ge=0, lt=1, description="Share of the re-tune budget over the full ranges again."
+    )
+    keep_previous: int = Field(
+        3, ge=0, description="Previous best trials re-evaluated first, besides the champion."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, schedule: str) -> str:
+        try:
+            cron_trigger(schedule)
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression: {exc}") from None
+        return schedule
+
+
+class ParallelSpec(Strict):
+    trials: int = Field(2, ge=1, description="Trials running at once.")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU.")
+    max_retries: int = Field(2, ge=0, description="Re-runs of a trial whose worker process died.")
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Sweep name; running it again resumes.")
+    data: DataSpec
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    space: dict[str, Param] = Field(description="The searched hyperparameters and their scales.")
+    stages: list[StageSpec] = Field(min_length=1, description="Search stages, run in order.")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    seed: int = Field(0, description="Seed of the samplers.")
+    retune: RetuneSpec = Field(default_factory=RetuneSpec)
+    experiment: str | None = Field(None, description="MLflow experiment; default: `name`.")
+    registered_model: str | None = Field(
+        None, description="Registry name of the champion; default: `name`."
+    )
+
+    @model_validator(mode="after")
+    def _space_fits_configs(self) -> SweepSpec:
+        for name, param in self.space.items():
+            if name not in HYPERPARAMETERS:
+                raise ValueError(
+                    f"space.{name}: unknown hyperparameter; "
+                    f"expected one of {', '.join(HYPERPARAMETERS)}"
+                )
+            extremes = param.choices if isinstance(param, ChoiceParam) else [param.low, param.high]
+            for value in extremes:
+                try:
+                    self.configs({name: param.to_value(param.to_internal(value))})
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(
+                        f"space.{name}: {value!r} is not a valid {name}: {problem}"
+                    ) from None
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must be distinct, but got {names}")
+        for i, stage in enumerate(self.stages):
+            for j, values in enumerate(stage.enqueue):
+                unknown = set(values) - set(self.space)
+                if unknown:
+                    raise ValueError(
+                        f"stages[{i}].enqueue[{j}]: {sorted(unknown)} are not searched; "
+                        f"expected keys of space: {sorted(self.space)}"
+                    )
+        return self
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(self.space)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    @property
+    def model_name(self) -> str:
+        return self.registered_model or self.name
+
+    def stage_epochs(self, stage: StageSpec) -> int:
+        return stage.epochs or self.train.epochs
+
+    def configs(
+        self, values: dict[str, Any], epochs: int | None = None
+    ) -> tuple[ModelConfig, TrainConfig]:
+        """The model and training configs of one trial: the spec's, with `values` put in."""
+        model = {
+            **self.model.model_dump(),
+            **{k: v for k, v in values.items() if k in ModelConfig.model_fields},
+        }
+        train = {
+            **self.train.model_dump(),
+            **{k: v for k, v in values.items() if k in TrainConfig.model_fields},
+        }
+        if epochs is not None:
+            train["epochs"] = epochs
+        return ModelConfig.model_validate(model), TrainConfig.model_validate(train)
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the results; budgets and parallelism may change on resume."""
+        fields = self.model_dump(
+            mode="json", include={"data", "model", "train", "space", "objective"}
+        )
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,152 @@
+"""The sweep's Optuna studies: one per stage, in one storage, written by the driver alone.
+
+Trial user attributes carry what Optuna's states cannot: why a trial failed and which MLflow
+run records it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from caviar.sweeps.errors import CaviarError
+from caviar.sweeps.search.direction import Direction
+
+FAIL_REASON = "fail_reason"
+MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see caviar.sweeps.record.writer)
+CHECKPOINT = "checkpoint"  # weights of a trial that was the best when it finished
+CHAMPION = "champion"  # study attribute: the trial last published as the champion
+INCUMBENT = "incumbent"  # a re-tune's re-evaluation of the current champion (its version)
+# A trial cut short because the driver stopped; it does not use up budget and is run again.
+INTERRUPTED = "interrupted"
+FINGERPRINT = "fingerprint"
+# A trial of an earlier stage copied into a later stage's study as a first observation;
+# it was trained once, in its own stage, and counts there only.
+CARRIED_FROM = "carried_from"
+# Study attributes: the stage's search space (SearchSpace.dump) and its box in user form.
+SPACE = "space"
+BOX = "box"
+KEPT = "kept_from_previous_stage"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def study_name(sweep: str, stage: str) -> str:
+    return f"{sweep}/{stage}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:"):
+        # A reader (`caviar status`) may hold the file briefly; wait for it rather than fail.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.RDBStorage(url) if "://" in url else optuna.storages.get_storage(url)
+
+
+def storage_exists(url: str) -> bool:
+    """False when the default SQLite file is not there (reading must not create it)."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    return True
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    direction: Direction,
+    fingerprint: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the stage's study or continue it; refuses one built from a different spec."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=direction.study_direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(FINGERPRINT)
+    if recorded is None:
+        study.set_user_attr(FINGERPRINT, fingerprint)
+    elif recorded != fingerprint:
+        raise CaviarError(
+            f"study '{name}' was started from a spec with different data, model, train, space or "
+            "objective; give the sweep a new `name` or use another --run-dir"
+        )
+    return study
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def read_stages(
+    storage_url: str, sweep: str, stages: list[str]
+) -> list[tuple[str, optuna.Study | None]]:
+    """Each stage's study of `sweep`, None where it has not started. Creates nothing."""
+    storage = open_storage(storage_url) if storage_exists(storage_url) else None
+    return [
+        (stage, load_study(storage, study_name(sweep, stage)) if storage else None)
+        for stage in stages
+    ]
+
+
+def fail_interrupted(
+    storage: optuna.storages.BaseStorage, study: optuna.Study
+) -> list[FrozenTrial]:
+    """Mark trials left RUNNING by a driver that is gone as failed ("interrupted").
+
+    Only call this while holding the sweep's lock: then no live driver owns those trials.
+    (Optuna's heartbeat would do this, but it only works inside `Study.optimize`, not with
+    ask/tell.)
+    """
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in stale:
+        # The storage is the only way to give a trial we no longer hold as a `Trial` an
+        # attribute; it must be set before the trial is finished.
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, INTERRUPTED)
+        study.tell(trial.number, state=TrialState.FAIL)
+    return stale
+
+
+def is_carried(trial: FrozenTrial) -> bool:
+    return CARRIED_FROM in trial.user_attrs
+
+
+def own_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The stage's own trials, without those carried over from the stage before."""
+    return [t for t in trials if not is_carried(t)]
+
+
+def uses_budget(trial: FrozenTrial) -> bool:
+    """Finished trials count against the budget, except those the driver's death cut short
+    and those carried over from an earlier stage."""
+    if is_carried(trial):
+        return False
+    if trial.state is TrialState.FAIL:
+        return trial.user_attrs.get(FAIL_REASON) != INTERRUPTED
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def count_states(trials: list[FrozenTrial]) -> dict[str, int]:
+    """complete / pruned / failed / running counts of own trials, as `caviar status` shows them."""
+    counts = Counter(t.state for t in own_trials(trials))
+    return {
+        "complete": counts[TrialState.COMPLETE],
+        "pruned": counts[TrialState.PRUNED],
+        "failed": counts[TrialState.FAIL],
+        "running": counts[TrialState.RUNNING] + counts[TrialState.WAITING],
+    }

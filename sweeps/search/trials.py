@@ -1,0 +1,98 @@
+"""One trial's two records, its Optuna trial and its MLflow run, opened and closed together.
+
+The order of closing is what keeps them consistent after a crash: MLflow first, then Optuna.
+If the driver dies between the two, Optuna still has the trial running, so the next driver
+marks both interrupted (`reissue_interrupted`) instead of leaving an MLflow run open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.sweeps.record.tracking import Tracker
+from caviar.sweeps.search.spec import SweepSpec
+from caviar.sweeps.search.stages import StagePlan
+from caviar.sweeps.search.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    MLFLOW_RUN_KEY,
+    fail_interrupted,
+)
+
+STATE_LABELS = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}  # else "failed"
+
+
+def state_label(state: TrialState) -> str:
+    """complete, pruned or failed: how MLflow tags, status and progress name a final state."""
+    return STATE_LABELS.get(state, "failed")
+
+
+@dataclass
+class LiveTrial:
+    """A trial being trained: its Optuna trial, MLflow run key and configuration."""
+
+    trial: optuna.Trial
+    key: str  # MLflow run key
+    params: dict[str, Any]  # searched values, user form
+    model: ModelConfig
+    train: TrainConfig
+    recorded: int = 0  # epochs already reported (a restarted worker repeats them)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+def open_trial(
+    study: optuna.Study, plan: StagePlan, spec: SweepSpec, tracker: Tracker
+) -> LiveTrial:
+    """Ask the stage's study for a configuration and open its MLflow run."""
+    trial = study.ask(plan.space.distributions())
+    params = plan.space.to_values(trial.params)
+    model, train = spec.configs(params, epochs=plan.epochs)
+    logged = {**model.model_dump(mode="json"), **train.model_dump(mode="json")}
+    key = tracker.start_trial(plan.name, trial.number, logged)
+    trial.set_user_attr(MLFLOW_RUN_KEY, key)
+    trial.set_user_attr("stage", plan.name)
+    return LiveTrial(trial, key, params, model, train)
+
+
+def close_trial(
+    tracker: Tracker,
+    live: LiveTrial,
+    state: TrialState,
+    value: float | None,
+    reason: str | None = None,
+) -> None:
+    """End the trial's MLflow run, then tell Optuna (see the module's note on order)."""
+    if reason is not None:
+        live.trial.set_user_attr(FAIL_REASON, reason)
+    tags = {"failure_reason": reason} if reason else {}
+    if state is TrialState.PRUNED:
+        tags["pruned_at_epoch"] = str(live.recorded)
+    tracker.end_trial(live.key, state_label(state), tags)
+    live.trial.study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
+
+
+def reissue_interrupted(
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    plan: StagePlan,
+    tracker: Tracker,
+    note: Callable[[str], None],
+) -> None:
+    """Trials a stopped driver left running fail as interrupted; their budget is re-issued."""
+    for stale in fail_interrupted(storage, study):
+        # A driver killed between asking Optuna and recording the trial's run left no run:
+        # make one now, so every trial has its record.
+        key = stale.user_attrs.get(MLFLOW_RUN_KEY) or tracker.start_trial(
+            plan.name, stale.number, plan.space.to_values(stale.params)
+        )
+        tracker.end_trial(key, "failed", {"failure_reason": INTERRUPTED})
+        note(f"{plan.name} trial {stale.number}: left running by a stopped driver; re-issued")

@@ -1,0 +1,1 @@
+"""What users see: the `caviar` CLI, live progress, status and the HTML report."""

@@ -1,0 +1,187 @@
+"""`caviar status`, `caviar report`, `caviar sync`, `caviar ui`: look at a sweep's record."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from caviar.models.errors import CaviarError
+from caviar.sweeps.views.app import console, errors, open_sweep, short, user_errors
+from caviar.sweeps.views.options import AsJson, RunDir, SpecArg, Storage, TrackingUri
+
+
+def status(
+    spec: SpecArg,
+    as_json: AsJson = False,
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Show how far a sweep has got and its best trial."""
+    from caviar.sweeps.views.status import sweep_status
+
+    with user_errors():
+        loaded, where = open_sweep(spec, run_dir, storage)
+        report = sweep_status(loaded, where.storage_url)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _show_status(report, loaded.objective.metric)
+
+
+def _show_status(report: dict[str, Any], metric: str) -> None:
+    from caviar.sweeps.search.space import format_box
+
+    columns = ("stage", "budget", "complete", "pruned", "failed", "running", "box")
+    table = Table(*columns, title=f"sweep {report['name']}")
+    for stage in report["stages"]:
+        c = stage["trials"]
+        table.add_row(
+            stage["name"],
+            str(stage["budget"]),
+            *(str(c[k]) for k in ("complete", "pruned", "failed", "running")),
+            format_box(stage["box"]) if stage["box"] else "not started",
+        )
+    console.print(table)
+    best = report["best"]
+    if best["value"] is None:
+        console.print("no complete trial yet")
+    else:
+        console.print(
+            f"best {metric} {best['value']:.4f}: "
+            + ", ".join(f"{k}={short(v)}" for k, v in best["params"].items()),
+            highlight=False,
+        )
+
+
+def report(
+    spec: SpecArg,
+    run_dir: RunDir = Path("runs"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML file to write (default RUN_DIR/reports/NAME.html)."),
+    ] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write the sweep's HTML report and attach it to the sweep's MLflow run."""
+    from caviar.sweeps.views.report import build_report
+    from caviar.sweeps.views.sweep_trials import load_stages
+
+    with user_errors():
+        loaded, where = open_sweep(spec, run_dir, storage, tracking_uri)
+        stages = load_stages(loaded, where.storage_url)
+        if not stages:
+            raise CaviarError(
+                f"sweep '{loaded.name}' has no trials in {run_dir}; run `caviar sweep {spec}` first"
+            )
+        target = out or run_dir / "reports" / f"{loaded.name}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(build_report(loaded, stages))
+        console.print(f"report written to {target}", highlight=False)
+        _attach_report(loaded, where, target)
+
+
+def _attach_report(spec: Any, where: Any, path: Path) -> None:
+    """Attach the report to the sweep's parent run, through the sweep's journal and under its
+    lock; while the sweep runs (its driver holds the lock) the report is only written."""
+    from caviar.sweeps.errors import SweepBusy
+    from caviar.sweeps.record.tracking import attach_to_sweep, spool_dir
+    from caviar.sweeps.search.lock import sweep_lock
+
+    spool = spool_dir(where.run_dir, spec.name)
+    try:
+        with sweep_lock(where.run_dir, spec.name):
+            attached = attach_to_sweep(where.tracking, spec.experiment_name, spec.name, spool, path)
+    except SweepBusy:
+        console.print("the sweep is running: run `caviar report` again when it ends to attach")
+        return
+    if attached:
+        console.print(f"attached to the sweep's MLflow run in {where.tracking}", highlight=False)
+
+
+def sync(
+    spec: SpecArg,
+    run_dir: RunDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Send MLflow writes that were kept on disk while the tracking server was unreachable."""
+    from caviar.sweeps.record.journal import Journal
+    from caviar.sweeps.record.tracking import spool_dir
+    from caviar.sweeps.record.writer import MlflowWriter
+    from caviar.sweeps.search.lock import sweep_lock
+    from caviar.sweeps.search.specfile import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+        folder = spool_dir(run_dir, loaded.name)
+        target = tracking_uri or Journal.spooled_for(folder)
+        if target is None:
+            console.print(f"nothing waiting for MLflow in {folder}")
+            return
+        with sweep_lock(run_dir, loaded.name):  # the sweep's driver is the only other writer
+            writer = MlflowWriter(target, loaded.name, folder)
+            waiting = writer.pending
+            left = writer.sync()
+    if left:
+        errors.print(f"MLflow at {target} is still unreachable; {left} of {waiting} writes wait")
+        raise typer.Exit(1)
+    console.print(f"sent {waiting} writes to {target}", highlight=False)
+
+
+def ui(
+    run_dir: RunDir = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless you mean it.")
+    ] = "127.0.0.1",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="MLflow backend store, e.g. postgresql://... (default: SQLite in RUN_DIR).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the MLflow UI (a real `mlflow server`) over the run directory's store.
+
+    It is also a tracking server: sweeps on other machines log to it with
+    `--tracking-uri http://HOST:PORT`; their artifacts land in RUN_DIR/artifacts."""
+    from caviar.sweeps.record.tracking import default_tracking_uri
+
+    with user_errors():
+        _check_port_free(host, port)
+        backend = store or default_tracking_uri(run_dir)
+        if store is None and not (run_dir / "mlflow.db").exists():
+            console.print(f"[yellow]no sweep recorded in {run_dir} yet: run `make sweep`[/yellow]")
+        artifacts = (run_dir / "artifacts").resolve()
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend,
+            "--artifacts-destination", artifacts.as_uri(),
+            "--host", host,
+            "--port", str(port),
+        ]  # fmt: skip
+        console.print(f"MLflow UI on http://{host}:{port} (store {backend}); Ctrl-C stops it")
+        try:
+            raise typer.Exit(subprocess.call(command))
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server would: connections of an earlier server in TIME_WAIT do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise CaviarError(
+                f"--port {port}: {host}:{port} is already in use; pick another port"
+            ) from None

@@ -1,0 +1,147 @@
+"""Re-test and re-tune: verdicts on fresh and shifted data, champion history."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+from caviar.models.data import build_dataset
+from caviar.models.inprocess import InProcessExecutor
+from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, judge, record
+from caviar.sweeps.search.specfile import load_spec
+from caviar.sweeps.views.cli import app
+from tests.conftest import TWO_STAGES, spec_dict, write_spec
+
+runner = CliRunner()
+
+
+def shifted_digits(folder):
+    """The digits as a noisier sensor would see them now: same labels, much more noise."""
+    digits = load_digits()
+    noisy = digits.data + np.random.default_rng(0).normal(0, 6.0, digits.data.shape)
+    path = folder / "digits-now.npz"
+    np.savez(path, pixels=noisy, label=digits.target)
+    return path
+
+
+def copy_of(swept, tmp_path, **changes):
+    """The session's two-stage sweep, copied, with its spec changed (retune section...)."""
+    shutil.copytree(swept.folder, tmp_path, dirs_exist_ok=True)
+    spec = spec_dict(stages=TWO_STAGES, **changes)
+    return write_spec(tmp_path, spec), tmp_path
+
+
+def test_champion_is_found_with_its_configuration(swept):
+    champion = champion_of(swept.spec, swept.tracking_uri)
+    assert champion.trial == swept.best.label
+    assert champion.score == pytest.approx(swept.best.value)
+    assert champion.values(swept.spec.space) == pytest.approx(swept.best.params)
+    assert champion.train.epochs == 4 and champion.model.hidden_units == 32
+
+
+def test_fresh_on_unchanged_data(swept):
+    champion = champion_of(swept.spec, swept.tracking_uri)
+    verdict = judge(swept.spec, champion, InProcessExecutor(build_dataset(swept.spec.data)))
+    assert verdict.verdict == "fresh", verdict.reasons
+    assert len(verdict.retest["scores"]) == 3
+    # The first seed is the champion's own: on the same data it reproduces its score.
+    assert verdict.retest["scores"][0] == pytest.approx(champion.score, abs=1e-6)
+    assert verdict.retest["drop"] <= swept.spec.retune.tolerance
+
+
+def test_stale_on_shifted_data(swept, tmp_path):
+    now = {"source": "npz", "path": str(shifted_digits(tmp_path)), "target": "label"}
+    spec = load_spec(write_spec(tmp_path, spec_dict(stages=TWO_STAGES, retune={"data": now})))
+    champion = champion_of(spec, swept.tracking_uri)
+    verdict = judge(spec, champion, InProcessExecutor(current_data(spec)))
+    assert verdict.verdict == "stale"
+    assert verdict.retest["drop"] > spec.retune.tolerance
+    assert "dropped by" in verdict.reasons[0]
+
+
+def test_stale_when_too_old(swept):
+    champion = champion_of(swept.spec, swept.tracking_uri)
+    later = champion.promoted_at + timedelta(days=31)
+    verdict = judge(swept.spec, champion, InProcessExecutor(build_dataset(swept.spec.data)), later)
+    assert verdict.verdict == "stale" and "days old" in verdict.reasons[-1]
+
+
+def test_each_retest_is_an_mlflow_run(swept, tmp_path):
+    _, folder = copy_of(swept, tmp_path)
+    champion = champion_of(swept.spec, swept.tracking_uri)
+    verdict = judge(swept.spec, champion, InProcessExecutor(build_dataset(swept.spec.data)))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    record(verdict, swept.spec, uri, folder / "spool" / "tiny")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    (run,) = client.search_runs([experiment], f"tags.`caviar.role` = '{RETEST_ROLE}'")
+    assert run.data.tags["verdict"] == "fresh"
+    assert run.data.metrics["recorded_score"] == pytest.approx(champion.score)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "retest_score")] == [0, 1, 2]
+
+
+def test_retest_without_a_champion_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["retest", str(write_spec(tmp_path)), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no champion for 'tiny'" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_instance")
+def test_retest_and_retune_through_the_cli_recover_on_shifted_data(swept, tmp_path):
+    now = {"source": "npz", "path": str(shifted_digits(tmp_path)), "target": "label"}
+    retune = {"data": now, "trials": 6, "explore": 0.34, "keep_previous": 2}
+    spec, folder = copy_of(swept, tmp_path, retune=retune)
+    where = ["--run-dir", str(folder)]
+
+    fresh = runner.invoke(
+        app,
+        [
+            "retest",
+            str(write_spec(tmp_path, spec_dict(stages=TWO_STAGES), "fresh.yaml")),
+            *where,
+            "--json",
+        ],
+    )
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.stdout)["verdict"] == "fresh"
+
+    stale = runner.invoke(app, ["retest", str(spec), *where, "--json"])
+    assert stale.exit_code == 3, stale.output
+    before = json.loads(stale.stdout)
+    assert before["verdict"] == "stale"
+
+    retuned = runner.invoke(app, ["retune", str(spec), *where, "--json"])
+    assert retuned.exit_code == 0, retuned.output
+    summary = json.loads(retuned.stdout)
+    assert summary["replaced"] is True and summary["retune"].startswith("tiny.retune-")
+    assert summary["best"]["value"] > summary["incumbent"]["score_now"]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    new = client.get_model_version_by_alias("tiny", "champion")
+    old = client.get_model_version_by_alias("tiny", "previous-champion")
+    assert int(new.version) == int(old.version) + 1, "the history of champions is kept"
+    assert new.tags["sweep"].startswith("tiny.retune-")
+
+    again = runner.invoke(app, ["retest", str(spec), *where, "--json"])
+    after = json.loads(again.stdout)
+    assert after["champion"]["version"] == str(new.version)
+    assert after["retest"]["mean"] > before["retest"]["mean"], "re-tuning recovered accuracy"
+
+
+def test_retune_section_is_validated(tmp_path):
+    spec = write_spec(tmp_path, spec_dict(retune={"schedule": "every monday"}))
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert "retune.schedule: not a cron expression" in result.output
+    yaml.safe_load(spec.read_text())  # the file itself stays readable

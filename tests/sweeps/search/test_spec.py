@@ -1,0 +1,117 @@
+from pathlib import Path
+
+import pytest
+
+from caviar.sweeps.errors import SpecError
+from caviar.sweeps.search.specfile import load_spec
+from tests.conftest import spec_dict, write_spec
+
+SPECS = Path(__file__).resolve().parents[3] / "sweeps" / "specs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SPECS.glob("*.yaml")))
+def test_shipped_specs_are_valid(name):
+    spec = load_spec(SPECS / name)
+    assert spec.stages and spec.space
+
+
+def test_configs_put_searched_values_into_model_and_train(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    model, train = spec.configs({"lr": 0.3, "hidden_units": 7}, epochs=9)
+    assert (model.hidden_units, train.lr, train.epochs) == (7, 0.3, 9)
+    assert train.batch_size == 64  # from the spec's train section
+
+
+def _error(tmp_path, spec) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, spec))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected"),
+    [
+        (
+            {"stages": [{"name": "s", "trials": 0}]},
+            "stages[0].trials",
+            "greater than or equal to 1",
+        ),
+        (
+            {"stages": [{"name": "s", "trials": 2, "sampler": "bayes"}]},
+            "stages[0].sampler",
+            "'random'",
+        ),
+        ({"train": {"epochs": 4, "lr_rate": 0.1}}, "train.lr_rate", "unknown field"),
+        (
+            {"space": {"lr": {"scale": "log", "low": 0, "high": 1}}},
+            "space.lr.low",
+            "greater than 0",
+        ),
+        (
+            {"space": {"learning_rate": {"scale": "log", "low": 0.1, "high": 1}}},
+            "space.learning_rate",
+            "unknown hyperparameter",
+        ),
+        (
+            {"space": {"momentum": {"scale": "linear", "low": 0.5, "high": 1.5}}},
+            "space.momentum",
+            "1.5 is not a valid momentum",
+        ),
+        (
+            {"space": {"hidden_units": {"scale": "log", "low": 1.5, "high": 8.0}}},
+            "space.hidden_units",
+            "valid integer",
+        ),
+        (
+            {"data": {"source": "mnist1d", "samples": 10}},
+            "data.samples",
+            "greater than or equal to 100",
+        ),
+        ({"data": {"source": "imagenet"}}, "data", "mnist1d"),
+        (
+            {"objective": {"metric": "val_loss", "direction": "maximize"}},
+            "objective",
+            "should be minimize",
+        ),
+    ],
+)
+def test_errors_name_file_field_and_expectation(tmp_path, changes, field, expected):
+    message = _error(tmp_path, spec_dict(**changes))
+    assert message.startswith(f"{tmp_path / 'spec.yaml'}: {field}")
+    assert expected in message
+
+
+def test_missing_field_and_duplicate_stage_names(tmp_path):
+    spec = spec_dict(stages=[{"name": "a", "trials": 1}, {"name": "a", "trials": 1}])
+    assert "names must be distinct" in _error(tmp_path, spec)
+    del spec["space"]
+    assert "space: required field is missing" in _error(tmp_path, spec)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(SpecError, match=r"nope\.yaml: file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nspace: {lr: [1, 2\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: line \d+: not valid YAML"):
+        load_spec(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(listing)
+
+
+def test_relative_data_path_is_relative_to_the_spec(tmp_path):
+    (tmp_path / "sub").mkdir()
+    spec = spec_dict(data={"source": "csv", "path": "table.csv", "target": "y"})
+    loaded = load_spec(write_spec(tmp_path / "sub", spec))
+    assert loaded.data.path == (tmp_path / "sub" / "table.csv").resolve()
+
+
+def test_fingerprint_ignores_budget_but_not_space(tmp_path):
+    base = load_spec(write_spec(tmp_path, spec_dict()))
+    more = load_spec(write_spec(tmp_path, spec_dict(stages=[{"name": "search", "trials": 99}])))
+    other = spec_dict()
+    other["space"]["lr"]["high"] = 0.5
+    changed = load_spec(write_spec(tmp_path, other))
+    assert base.fingerprint() == more.fingerprint() != changed.fingerprint()

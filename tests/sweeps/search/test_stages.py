@@ -1,0 +1,98 @@
+"""Coarse to fine on the in-process executor: boxes, carried trials, records."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from caviar.sweeps.search.direction import Direction
+from caviar.sweeps.search.space import SearchSpace
+from caviar.sweeps.search.stages import best_trials
+from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, SPACE
+from caviar.sweeps.views.status import sweep_status
+from tests.conftest import TWO_STAGES, run_local_sweep
+
+
+def finished(number: int, value: float | None, state=TrialState.COMPLETE):
+    return optuna.trial.create_trial(
+        state=state,
+        value=value,
+        params={"lr": 0.1},
+        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1, log=True)},
+    )
+
+
+def test_best_trials_by_count_and_by_share():
+    trials = [finished(i, v) for i, v in enumerate([0.5, 0.9, 0.7, 0.8])]
+    trials += [finished(9, None, TrialState.PRUNED)] * 6
+    assert [t.value for t in best_trials(trials, 2, Direction.MAXIMIZE)] == [0.9, 0.8]
+    # A share of all ten finished trials: 0.3 -> 3 trials.
+    assert [t.value for t in best_trials(trials, 0.3, Direction.MAXIMIZE)] == [0.9, 0.8, 0.7]
+    assert [t.value for t in best_trials(trials, 1, Direction.MINIMIZE)] == [0.5]
+
+
+def test_fine_box_holds_the_best_coarse_trials_and_sits_inside_the_coarse_range(swept):
+    coarse, fine = swept.study("coarse"), swept.study("fine")
+    box = SearchSpace.load(fine.user_attrs[SPACE])
+    kept = [coarse.trials[int(label.split("#")[1])] for label in fine.user_attrs[KEPT]]
+    assert len(kept) == 2
+    assert all(box.contains(t.params) for t in kept)
+    best_two = sorted((t for t in coarse.trials if t.value is not None), key=lambda t: -t.value)[:2]
+    assert {t.number for t in kept} == {t.number for t in best_two}
+    lr_low, lr_high = box.box()["lr"]
+    assert 1e-4 <= lr_low < lr_high <= 1.0 and (lr_low, lr_high) != (1e-4, 1.0)
+    # The box spans the kept trials plus 5% of the full log range (4 decades) on each side.
+    kept_lr = [t.params["lr"] for t in kept]
+    assert math.log10(lr_low) == pytest.approx(max(-4, math.log10(min(kept_lr)) - 0.2))
+
+
+def test_fine_trials_sample_inside_the_box_and_carry_earlier_ones(swept):
+    coarse, fine = swept.study("coarse"), swept.study("fine")
+    box = SearchSpace.load(fine.user_attrs[SPACE])
+    carried = [t for t in fine.trials if CARRIED_FROM in t.user_attrs]
+    own = [t for t in fine.trials if CARRIED_FROM not in t.user_attrs]
+    assert len(own) == 4, "carried trials do not use the fine stage's budget"
+    assert all(box.contains(t.params) for t in own)
+    inside = [t for t in coarse.trials if t.state is TrialState.COMPLETE and box.contains(t.params)]
+    assert sorted(t.user_attrs[CARRIED_FROM] for t in carried) == sorted(
+        f"coarse#{t.number}" for t in inside
+    )
+    assert carried and all(t.number < own[0].number for t in carried), "carried trials come first"
+
+
+def test_boxes_are_recorded_in_mlflow_optuna_and_status(swept):
+    coarse, fine = swept.study("coarse"), swept.study("fine")
+    assert coarse.user_attrs[BOX] == {"lr": [1e-4, 1.0], "momentum": [0.5, 0.99]}
+    tags = swept.parent().data.tags
+    assert tags["box.fine.lr"] == str(fine.user_attrs[BOX]["lr"]).replace("'", '"')
+    assert tags["stage.fine.kept_from_previous"] == "2"
+    children = swept.runs("tags.`caviar.role` = 'trial'")
+    assert sorted(r.data.tags["stage"] for r in children) == ["coarse"] * 8 + ["fine"] * 4
+    report = sweep_status(swept.spec, f"sqlite:///{swept.folder / 'optuna.db'}")
+    assert [s["name"] for s in report["stages"]] == ["coarse", "fine"]
+    assert report["stages"][1]["box"] == fine.user_attrs[BOX]
+    assert sum(report["stages"][1]["trials"].values()) == 4
+    assert sum(report["trials"].values()) == 12
+    assert any("box around the best 2 trial(s) so far" in n for n in swept.progress.notes)
+
+
+def test_a_resumed_sweep_keeps_the_recorded_box(swept, tmp_path):
+    shutil.copytree(swept.folder, tmp_path, dirs_exist_ok=True)  # others share `swept`
+    more = [TWO_STAGES[0], {**TWO_STAGES[1], "trials": 5}]
+    resumed = run_local_sweep(tmp_path, {"stages": more})
+    again = resumed.study("fine")
+    assert again.user_attrs[SPACE] == swept.study("fine").user_attrs[SPACE]
+    own = [t for t in again.trials if CARRIED_FROM not in t.user_attrs]
+    assert len(own) == 5, "one more trial for the larger budget, in the same box"
+
+
+def test_grid_stage_runs_the_whole_grid_in_ask_and_tell(tmp_path):
+    stages = [{"name": "grid", "trials": 4, "sampler": "grid", "grid_points": 2}]
+    sweep = run_local_sweep(tmp_path, {"stages": stages, "train": {"epochs": 1}})
+    trials = sweep.study("grid").trials
+    points = {(round(t.params["lr"], 12), round(t.params["1-momentum"], 12)) for t in trials}
+    assert points == {(1e-4, 0.01), (1e-4, 0.5), (1.0, 0.01), (1.0, 0.5)}, "each grid point once"
