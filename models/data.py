@@ -20,7 +20,9 @@ class _Split(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of samples for validation.")
-    test_fraction: float = Field(0.2, ge=0, lt=1, description="Share of samples held out for test.")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of samples held out for test (the champion's score)."
+    )
     split_seed: int = Field(0, description="Seed of the shuffle that assigns samples to splits.")
 
     @model_validator(mode="after")
@@ -64,9 +66,21 @@ DataSpec = Annotated[Mnist1dSource | DigitsSource | FileSource, Field(discrimina
 
 
 @dataclass(frozen=True)
+class Table:
+    """Samples as read: float64 inputs (n, k) with each column's name and original dtype, in
+    the order of the source (a file's columns, an NPZ file's arrays), and one label per row."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    features: tuple[str, ...]
+    feature_types: tuple[str, ...]  # NumPy dtype names: int64, float64, bool, ...
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Normalised splits. Inputs are float32 (n, features); labels int64 class indices.
-    `mean` and `std` are the training statistics the inputs were scaled with."""
+    `mean` and `std` are the training statistics the inputs were scaled with; `features` and
+    `feature_types` name the input columns, in the source's order."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -77,6 +91,8 @@ class Dataset:
     classes: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
+    features: tuple[str, ...]
+    feature_types: tuple[str, ...]
 
     @property
     def n_features(self) -> int:
@@ -94,29 +110,29 @@ class Dataset:
 def build_dataset(spec: Mnist1dSource | DigitsSource | FileSource) -> Dataset:
     """Generate or load `spec`'s samples, split them and normalise them; raises `DataError`."""
     if isinstance(spec, Mnist1dSource):
-        x, labels = _generate_mnist1d(spec)
+        table = _generate_mnist1d(spec)
     elif isinstance(spec, DigitsSource):
-        x, labels = _load_digits()
+        table = _load_digits()
     else:
-        x, labels = _read_table(spec)
-    return split_and_normalise(x, labels, spec, origin=_origin(spec))
+        table = _read_table(spec)
+    return split_and_normalise(table, spec, origin=_origin(spec))
 
 
-def split_and_normalise(
-    x: np.ndarray, labels: np.ndarray, split: _Split, origin: str = "data"
-) -> Dataset:
+def split_and_normalise(table: Table, split: _Split, origin: str = "data") -> Dataset:
     """Shuffle with `split.split_seed`, cut into train/val/test, scale by training statistics."""
-    classes, y = np.unique(labels, return_inverse=True)
+    x = table.x
+    classes, y = np.unique(table.labels, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{origin}: the target has {len(classes)} class(es); expected at least 2")
     n = len(y)
     n_val = round(n * split.val_fraction)
     n_test = round(n * split.test_fraction)
     n_train = n - n_val - n_test
-    if n_train < 2 or n_val < 1:
+    if n_train < 2 or n_val < 1 or n_test < 2:
         raise DataError(
             f"{origin}: {n} samples are too few to split into train/val/test "
-            f"({split.val_fraction}/{split.test_fraction}); expected at least 10"
+            f"({split.val_fraction}/{split.test_fraction}); expected at least 2 test samples "
+            "(data.test_fraction) and 1 validation sample"
         )
     order = np.random.default_rng(split.split_seed).permutation(n)
     train, val, test = np.split(order, [n_train, n_train + n_val])
@@ -137,6 +153,8 @@ def split_and_normalise(
         classes=tuple(str(c) for c in classes),
         mean=mean.astype(np.float32),
         std=std.astype(np.float32),
+        features=table.features,
+        feature_types=table.feature_types,
     )
 
 
@@ -144,7 +162,7 @@ def _origin(spec: Mnist1dSource | DigitsSource | FileSource) -> str:
     return str(spec.path) if isinstance(spec, FileSource) else spec.source
 
 
-def _generate_mnist1d(spec: Mnist1dSource) -> tuple[np.ndarray, np.ndarray]:
+def _generate_mnist1d(spec: Mnist1dSource) -> Table:
     # make_dataset (not get_dataset, which downloads a pickle) builds the data from templates.
     from mnist1d.data import get_dataset_args, make_dataset
     from mnist1d.utils import ObjectView
@@ -165,17 +183,23 @@ def _generate_mnist1d(spec: Mnist1dSource) -> tuple[np.ndarray, np.ndarray]:
         data = make_dataset(ObjectView(args))
     finally:
         np.random.set_state(state)
-    return np.asarray(data["x"], dtype=np.float64), np.asarray(data["y"])
+    return _numeric_table(np.asarray(data["x"], dtype=np.float64), np.asarray(data["y"]), "t")
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+def _load_digits() -> Table:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return digits.data.astype(np.float64), digits.target
+    return _numeric_table(digits.data.astype(np.float64), digits.target, "pixel_")
 
 
-def _read_table(spec: FileSource) -> tuple[np.ndarray, np.ndarray]:
+def _numeric_table(x: np.ndarray, labels: np.ndarray, prefix: str) -> Table:
+    """A generated data set's table: columns `<prefix>0`, `<prefix>1`, ... of floats."""
+    names = tuple(f"{prefix}{i}" for i in range(x.shape[1]))
+    return Table(x, labels, names, ("float64",) * len(names))
+
+
+def _read_table(spec: FileSource) -> Table:
     path = spec.path
     if not path.is_file():
         raise DataError(f"{path}: file not found (data.path); expected a {spec.source} file")
@@ -196,16 +220,25 @@ def _read_table(spec: FileSource) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{path}: only the target column '{spec.target}'; expected feature columns too"
         )
-    blocks = [_feature_block(spec, name, columns[name], len(labels)) for name in sorted(columns)]
+    # The file's own column order: the champion takes its inputs in that order.
+    blocks = [_feature_block(spec, name, columns[name], len(labels)) for name in columns]
     if any(label is None or label != label for label in labels.tolist()):
         raise DataError(
             f"{path}: column '{spec.target}' has missing labels; expected a class per row"
         )
-    return np.concatenate(blocks, axis=1), labels
+    return Table(
+        np.concatenate([block for block, _, _ in blocks], axis=1),
+        labels,
+        tuple(name for _, names, _ in blocks for name in names),
+        tuple(kind for block, _, kind in blocks for _ in range(block.shape[1])),
+    )
 
 
-def _feature_block(spec: FileSource, name: str, column: np.ndarray, rows: int) -> np.ndarray:
-    """One feature column (or NPZ block) as float64 (rows, k), or a `DataError` naming it."""
+def _feature_block(
+    spec: FileSource, name: str, column: np.ndarray, rows: int
+) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """One feature column (or NPZ block) as float64 (rows, k) with its column names (`name`,
+    or `name_0`, `name_1`, ... for a block) and original dtype; or a `DataError` naming it."""
     values = np.asarray(column)
     if values.shape[0] != rows:
         raise DataError(
@@ -221,7 +254,8 @@ def _feature_block(spec: FileSource, name: str, column: np.ndarray, rows: int) -
         raise DataError(
             f"{spec.path}: column '{name}' has missing or infinite values; expected numbers"
         )
-    return block
+    names = (name,) if values.ndim == 1 else tuple(f"{name}_{i}" for i in range(block.shape[1]))
+    return block, names, values.dtype.name
 
 
 def _read_columns(path: Path, kind: str) -> dict[str, np.ndarray]:

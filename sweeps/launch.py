@@ -31,6 +31,7 @@ from caviar.sweeps.search.driver import SweepDriver, SweepResult
 from caviar.sweeps.search.lock import sweep_lock
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.specfile import load_spec
+from caviar.sweeps.search.stages import check_unchanged
 from caviar.sweeps.search.studies import default_storage, open_storage
 from caviar.sweeps.views.progress import RichProgress
 
@@ -92,6 +93,7 @@ def execute_sweep(
     with sweep_lock(where.run_dir, spec.name):
         start = time.perf_counter()
         storage = open_storage(where.storage_url)
+        check_unchanged(storage, spec)  # before anything is written
         tracker = open_record(spec, where, source)
         _introduce(spec, data, where, console)
         with (

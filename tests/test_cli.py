@@ -125,8 +125,10 @@ def test_status_of_a_sweep_never_run_creates_nothing(tmp_path):
     assert report == {
         "name": "tiny",
         "trials": none,
-        "best": {"value": None, "params": {}},
+        "best": {"trial": None, "value": None, "params": {}},
         "stages": [{"name": "search", "budget": 8, "trials": none, "box": None}],
+        "selection": None,
+        "mlflow": {"waiting": 0, "refused": []},
     }
     assert not (tmp_path / "runs").exists()
     missing = caviar("report", spec, "--run-dir", tmp_path / "runs")

@@ -1,9 +1,10 @@
 """`caviar retest`: are the champion's hyperparameters still good on the data as it is now?
 
-The champion's configuration is retrained from scratch on the current data with a few seeds;
-the mean score is compared with the score recorded when it became champion. The verdict is
-`stale` when it dropped by more than `retune.tolerance`, or when the champion is older than
-`retune.max_age_days`; `fresh` otherwise. Each re-test is an MLflow run in the sweep's
+The champion's configuration is retrained from scratch on the current data with the seeds of
+its reference scores (measured when it became champion, or when a re-tune last kept it), so
+the comparison is paired: same configuration, same seeds, only the data differs. The verdict
+is `stale` when the mean dropped by more than `retune.tolerance`, or when the champion is
+older than `retune.max_age_days`; `fresh` otherwise. Each re-test is an MLflow run in the sweep's
 experiment, written through the sweep's journal while holding the sweep's lock.
 """
 
@@ -63,15 +64,22 @@ def champion_of(spec: SweepSpec, tracking_uri: str) -> Champion:
     return find_champion(tracking_uri, spec.model_name, spec.objective.metric)
 
 
+def retest_seeds(spec: SweepSpec, champion: Champion) -> list[int]:
+    """The seeds of the champion's reference scores (so the comparison is paired), or its own
+    seed and the next `retune.seeds - 1` for a champion recorded without them."""
+    if champion.reference:
+        return list(champion.reference)
+    return [champion.train.seed + i for i in range(spec.retune.seeds)]
+
+
 def retrain_scores(
     spec: SweepSpec, champion: Champion, executor: TrialExecutor
 ) -> tuple[list[float], list[str]]:
-    """The champion's configuration trained with `retune.seeds` seeds (the first is its own):
-    the final scores, in seed order, and the reasons of the seeds that failed."""
-    base = champion.train.seed
+    """The champion's configuration trained with each of `retest_seeds`: the final scores, in
+    seed order, and the reasons of the seeds that failed."""
     jobs = [
-        TrialJob(i, champion.model, champion.train.model_copy(update={"seed": base + i}))
-        for i in range(spec.retune.seeds)
+        TrialJob(i, champion.model, champion.train.model_copy(update={"seed": seed}))
+        for i, seed in enumerate(retest_seeds(spec, champion))
     ]
     results = run_to_completion(executor, jobs)
     outcomes = [results[job.key] for job in jobs]
@@ -86,13 +94,13 @@ def judge(
     executor: TrialExecutor,
     now: datetime | None = None,
 ) -> Verdict:
-    """Retrain the champion's configuration with `retune.seeds` seeds and give the verdict."""
+    """Retrain the champion's configuration on its reference seeds and give the verdict."""
     now = now or datetime.now(UTC)
     retune = spec.retune
     assert spec.objective.direction is not None
     scores, failures = retrain_scores(spec, champion, executor)
     mean = statistics.mean(scores) if scores else float("nan")
-    drop = -spec.objective.direction.gain(mean, champion.score)
+    drop = -spec.objective.direction.gain(mean, champion.reference_score)
     age = champion.age_days(now)
     reasons = _stale_reasons(spec, champion, mean, drop, age, failures)
     return Verdict(
@@ -101,12 +109,14 @@ def judge(
         reasons=reasons,
         champion={
             "version": champion.version, "trial": champion.trial, "sweep": champion.sweep,
-            "score": champion.score, "promoted_at": champion.promoted_at.isoformat(),
+            "score": champion.reference_score, "trial_score": champion.score,
+            "reference_seeds": list(champion.reference),
+            "promoted_at": champion.promoted_at.isoformat(),
             "age_days": round(age, 3),
         },
         retest={
             "scores": scores, "mean": mean if scores else None, "drop": drop if scores else None,
-            "data": data_fingerprint(spec),
+            "data": data_fingerprint(spec), "seeds": retest_seeds(spec, champion),
         },
         tolerance=retune.tolerance,
         max_age_days=retune.max_age_days,
@@ -124,7 +134,7 @@ def _stale_reasons(
         reasons.append(f"the champion's configuration no longer trains: {failed[0]}")
     elif drop > retune.tolerance:
         reasons.append(
-            f"{spec.objective.metric} dropped by {drop:.4f} ({champion.score:.4f} -> "
+            f"{spec.objective.metric} dropped by {drop:.4f} ({champion.reference_score:.4f} -> "
             f"{mean:.4f}), more than the tolerance of {retune.tolerance}"
         )
     if age > retune.max_age_days:
@@ -150,7 +160,7 @@ def record(verdict: Verdict, spec: SweepSpec, tracking_uri: str, spool: Path) ->
         },
         fresh=True,
     )
-    writer.log_batch(key, metrics=_metrics(verdict), params=_params(spec))
+    writer.log_batch(key, metrics=_metrics(verdict), params=_params(spec, verdict))
     writer.set_status(key, "FINISHED")
     writer.close()
 
@@ -170,9 +180,9 @@ def _metrics(verdict: Verdict) -> list[tuple[str, float, int, int]]:
     return metrics
 
 
-def _params(spec: SweepSpec) -> dict[str, str]:
+def _params(spec: SweepSpec, verdict: Verdict) -> dict[str, str]:
     return {
-        "seeds": str(spec.retune.seeds),
+        "seeds": json.dumps(verdict.retest["seeds"]),
         "tolerance": str(spec.retune.tolerance),
         "max_age_days": str(spec.retune.max_age_days),
         "data": json.dumps((spec.retune.data or spec.data).model_dump(mode="json")),
@@ -189,8 +199,8 @@ def retest(
     with sweep_lock(run_dir, spec.name):
         console.print(
             f"re-testing champion v{champion.version} ({champion.trial}, "
-            f"{spec.objective.metric} {champion.score:.4f}) with {spec.retune.seeds} seed(s) "
-            "on the current data"
+            f"{spec.objective.metric} {champion.reference_score:.4f}) with "
+            f"{len(retest_seeds(spec, champion))} seed(s) on the current data"
         )
         wanted = min(spec.parallel.trials, spec.retune.seeds)
         with workers(spec, data, ray_address, console, wanted) as executor:

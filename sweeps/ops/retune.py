@@ -1,16 +1,18 @@
 """`caviar retune`: a warm-started sweep on the data as it is now.
 
-The re-tune is a sweep of its own (named `<sweep>.retune-<data fingerprint>`, so re-running it
-on the same data continues it), logged in the same MLflow experiment and registering into the
-same model. Its stages:
+The re-tune is a sweep of its own, named after the stale re-test verdict it answers
+(`<sweep>.retune-<verdict>`: running it again continues it, a new verdict starts a new one),
+logged in the same MLflow experiment and registering into the same model. Its stages:
 
 1. `warm`: the champion (as the incumbent) and the previous sweep's best trials, retrained on
    the current data;
 2. `explore`: a share (`retune.explore`) of the budget over the full ranges again;
 3. `fine`: the rest, TPE inside the box around the best trials so far.
 
-The champion is replaced only when a trial beats the incumbent's score on the current data;
-the replaced version keeps the alias `previous-champion`.
+After them, the best challengers and the incumbent are trained with the champion's reference
+seeds (`select`): a challenger replaces the champion only when its mean beats the incumbent's,
+seed for seed, by more than `retune.tolerance`; the replaced version keeps the alias
+`previous-champion`. A kept champion gets its reference re-measured on the current data.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from mlflow import MlflowClient
 from rich.console import Console
 
 from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
-from caviar.sweeps.ops.retest import champion_of, data_fingerprint
+from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, data_fingerprint
 from caviar.sweeps.record.champion import Champion
+from caviar.sweeps.record.operations import KEY_TAG
+from caviar.sweeps.record.tracking import ROLE
 from caviar.sweeps.search.best import Incumbent
+from caviar.sweeps.search.ranking import best_trials
 from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
-from caviar.sweeps.search.stages import best_trials
 from caviar.sweeps.search.studies import own_trials, read_stages
 
 
@@ -48,7 +53,7 @@ class RetuneOutcome:
             "retune": self.sweep,
             "incumbent": {
                 "version": self.champion_before.version,
-                "score_then": self.champion_before.score,
+                "score_then": self.champion_before.reference_score,
                 "score_now": self.outcome.result.incumbent_value,
             },
             "best": {"value": best.value, "trial": best.label, "params": best.params},
@@ -64,20 +69,24 @@ def previous_best(
     if count == 0:
         return []
     trials = [
-        t
-        for _, study in read_stages(storage_url, sweep, _stage_names(spec, sweep))
+        (index, t)
+        for index, (_, study) in enumerate(
+            read_stages(storage_url, sweep, _stage_names(spec, sweep))
+        )
         if study is not None
         for t in own_trials(study.get_trials())
     ]
     best = best_trials(trials, count, spec.objective.direction)
-    return [spec.search_space.to_values(t.params) for t in best]
+    return [spec.search_space.to_values(t.params) for _, t in best]
 
 
-def retune_spec(spec: SweepSpec, champion: Champion, warm: list[dict[str, Any]]) -> SweepSpec:
-    """The sweep that re-tunes `spec` on its current data, starting from `warm` configs."""
+def retune_spec(
+    spec: SweepSpec, champion: Champion, warm: list[dict[str, Any]], name: str
+) -> SweepSpec:
+    """The sweep `name` that re-tunes `spec` on its current data, starting from `warm`."""
     return spec.model_copy(
         update={
-            "name": retune_name(spec),
+            "name": name,
             "data": spec.retune.data or spec.data,
             "stages": retune_stages(spec, champion.train.epochs, warm),
             "experiment": spec.experiment_name,
@@ -111,8 +120,26 @@ def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> l
     return stages
 
 
-def retune_name(spec: SweepSpec) -> str:
-    return f"{spec.name}.retune-{data_fingerprint(spec)}"
+def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
+    """The re-tune answering the latest stale re-test verdict on this champion: a new verdict
+    starts a new re-tune, running the command again continues the same one. Without a
+    verdict, the champion's version and the data name it."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(spec.experiment_name)
+    verdicts = (
+        client.search_runs(
+            [found.experiment_id],
+            f"tags.`{ROLE}` = '{RETEST_ROLE}' and tags.verdict = 'stale' "
+            f"and tags.champion_version = '{champion.version}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if found is not None
+        else []
+    )
+    if verdicts:
+        return f"{spec.name}.retune-{verdicts[0].data.tags[KEY_TAG].removeprefix('retest:')[:8]}"
+    return f"{spec.name}.retune-v{champion.version}-{data_fingerprint(spec)}"
 
 
 def retune(
@@ -126,7 +153,7 @@ def retune(
         )
         if values != champion.values(spec.space)
     ]
-    plan = retune_spec(spec, champion, warm)
+    plan = retune_spec(spec, champion, warm, retune_name(spec, champion, where.tracking))
     console.print(
         f"re-tuning {spec.name} on the current data as sweep {plan.name}: champion "
         f"v{champion.version} and {len(warm)} earlier best trial(s) first, then "

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -29,6 +28,7 @@ from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, Weights, run_to_completion
 from caviar.models.net import build_network, deployable
+from caviar.sweeps.record.champion_export import save_champion
 from caviar.sweeps.record.tracking import Tracker
 
 
@@ -42,6 +42,7 @@ class Candidate:
     checkpoint: Path | None  # its saved weights, when they were kept
     model: ModelConfig  # what to train again if they were not
     train: TrainConfig
+    reference: dict[int, float]  # its scores by seed: what `caviar retest` compares with
 
 
 class ChampionKeeper:
@@ -123,27 +124,11 @@ class ChampionKeeper:
 
     def publish(self, best: Candidate, checkpoint: Path, metric: str) -> float:
         """Log the champion as an MLflow model, register it, alias it; returns its test accuracy."""
-        import mlflow.pytorch
-        from mlflow.models import infer_signature
-
         network = self.network(checkpoint)
         accuracy = self.test_accuracy(network)
-        example = self.data.raw(self.data.x_test[:5])
-        with torch.no_grad():
-            signature = infer_signature(example, network(torch.from_numpy(example)).numpy())
+        assert best.key is not None
         with tempfile.TemporaryDirectory() as folder:
-            model_dir = Path(folder) / "model"
-            classes = Path(folder) / "classes.json"
-            classes.write_text(json.dumps(list(self.data.classes)))
-            mlflow.pytorch.save_model(
-                network,
-                model_dir,
-                signature=signature,
-                input_example=np.ascontiguousarray(example),
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                extra_files=[str(classes)],
-            )
-            assert best.key is not None
+            model_dir = save_champion(network, self.data, Path(folder))
             self.tracker.publish_model(
                 best.key,
                 model_dir,
@@ -161,8 +146,15 @@ class ChampionKeeper:
             metric: repr(best.value),
             "test_accuracy": f"{accuracy:.6g}",
             "classes": json.dumps(list(self.data.classes)),
+            "features": json.dumps(list(self.data.features)),
+            "reference": reference_json(best.reference),
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+
+def reference_json(reference: dict[int, float]) -> str:
+    """A champion's reference scores by seed, as its registry version keeps them."""
+    return json.dumps({"seeds": list(reference), "scores": list(reference.values())})
 
 
 @dataclass(frozen=True)
@@ -178,9 +170,19 @@ class Champion:
     model: ModelConfig
     train: TrainConfig
     params: dict[str, Any]  # every config field, as logged
+    reference: dict[int, float]  # its scores by seed when last measured (seed -> score)
+    rebased_at: datetime | None = None  # a re-tune kept it and measured it again
 
     def age_days(self, now: datetime) -> float:
-        return (now - self.promoted_at).total_seconds() / 86400
+        """Days since it became champion, or since a re-tune last confirmed it."""
+        since = max(self.promoted_at, self.rebased_at or self.promoted_at)
+        return (now - since).total_seconds() / 86400
+
+    @property
+    def reference_score(self) -> float:
+        """What a re-test compares with: the mean of its reference scores."""
+        scores = list(self.reference.values())
+        return sum(scores) / len(scores) if scores else self.score
 
     def values(self, searched: Iterable[str]) -> dict[str, Any]:
         """The champion's values of the `searched` hyperparameters."""
@@ -202,6 +204,7 @@ def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
         raise CaviarError(f"champion v{version.version} of '{model_name}' has no run")
     params = {k: _parse(v) for k, v in client.get_run(version.run_id).data.params.items()}
     promoted = version.tags.get("promoted_at")
+    rebased = version.tags.get("rebased_at")
     return Champion(
         version=str(version.version),
         run_id=version.run_id,
@@ -220,7 +223,17 @@ def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
             {k: v for k, v in params.items() if k in TrainConfig.model_fields}
         ),
         params=params,
+        reference=_reference(version.tags.get("reference")),
+        rebased_at=datetime.fromisoformat(rebased) if rebased else None,
     )
+
+
+def _reference(text: str | None) -> dict[int, float]:
+    """The `reference` tag back as seed -> score (empty for champions from before it)."""
+    if not text:
+        return {}
+    recorded = json.loads(text)
+    return dict(zip(map(int, recorded["seeds"]), map(float, recorded["scores"]), strict=True))
 
 
 def _parse(text: str) -> Any:

@@ -1,34 +1,48 @@
 """The on-disk journal of MLflow operations waiting to be applied, in order.
 
-`<spool>/ops.jsonl` holds one JSON operation per line; `<spool>/applied` counts how many of its
-first lines have been applied; `<spool>/files/` keeps copies of folders waiting to be uploaded;
-`<spool>/tracking_uri` names the server they are meant for. When everything is applied the
-journal is removed, so a spool with no `ops.jsonl` has nothing waiting.
+`<spool>/ops.jsonl` holds one JSON operation per line (each append flushed to disk);
+`<spool>/applied` counts how many of its first lines have been applied (replaced atomically);
+`<spool>/files/` keeps copies of folders waiting to be uploaded; `<spool>/target.json` names
+the tracking server and experiment they are meant for. When everything is applied the journal
+is removed, so a spool with no `ops.jsonl` has nothing waiting. Operations the server rejected
+(4xx) are moved to `<spool>/dead-letter.jsonl` with the reason: kept for a person, never
+blocking the writes after them.
+
+A crash can leave a torn last line (the append was cut short: that operation never counted as
+written) or an unreadable counter (then everything is replayed: replays are harmless).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from caviar.models.errors import CaviarError
 
 Op = dict[str, Any]
 
 
 class Journal:
-    def __init__(self, spool_dir: Path, tracking_uri: str) -> None:
+    def __init__(self, spool_dir: Path, tracking_uri: str, experiment: str) -> None:
         self.spool_dir = spool_dir
         self.tracking_uri = tracking_uri
+        self.experiment = experiment
         self._ops = spool_dir / "ops.jsonl"
         self._applied = spool_dir / "applied"
+        self._dead = spool_dir / "dead-letter.jsonl"
+        self._target = spool_dir / "target.json"
 
     def append(self, op: Op) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        (self.spool_dir / "tracking_uri").write_text(self.tracking_uri)
-        with open(self._ops, "a") as handle:
-            handle.write(json.dumps(op) + "\n")
+        if not self._target.exists():
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            target = {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+            _replace(self._target, json.dumps(target))
+        _append_line(self._ops, json.dumps(op))
 
     def keep_files(self, folder: Path) -> Path:
         """A copy of `folder` that lives until its upload is applied."""
@@ -41,27 +55,98 @@ class Journal:
         applied counter starts from zero again."""
         if not self._ops.exists():
             return []
-        ops = [json.loads(line) for line in self._ops.read_text().splitlines() if line.strip()]
+        lines = [line for line in self._ops.read_text().splitlines() if line.strip()]
+        ops = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                ops.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):  # only the last line can be torn by a crash
+                    raise CaviarError(
+                        f"{self._ops}: line {number} is not a journaled MLflow write; the "
+                        "journal is damaged (move it away to start a new one)"
+                    ) from None
         for op in ops:  # a journaled create may have reached the server: look before creating
             op["fresh"] = False
-        done = int(self._applied.read_text()) if self._applied.exists() else 0
-        left = ops[done:]
-        self._ops.write_text("".join(json.dumps(op) + "\n" for op in left))
+        left = ops[self._applied_count() :]
+        _replace(self._ops, "".join(json.dumps(op) + "\n" for op in left))
         self._applied.unlink(missing_ok=True)
         return left
 
     def mark_applied(self, count: int, caught_up: bool) -> None:
         """`count` operations of the journal are applied; `caught_up`: all of them."""
         if not caught_up:
-            self._applied.write_text(str(count))
+            _replace(self._applied, str(count))
             return
-        for path in (self._ops, self._applied, self.spool_dir / "tracking_uri"):
+        for path in (self._ops, self._applied, self._target):
             path.unlink(missing_ok=True)
 
-    @staticmethod
-    def spooled_for(spool_dir: Path) -> str | None:
-        """The tracking URI that operations waiting in `spool_dir` are meant for, if any wait."""
-        if not (spool_dir / "ops.jsonl").exists():
-            return None
-        target = spool_dir / "tracking_uri"
-        return target.read_text().strip() if target.exists() else None
+    def dead_letter(self, op: Op, reason: str) -> None:
+        """Set aside an operation the server refused, with why and when."""
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        _append_line(self._dead, json.dumps({"at": when, "reason": reason, "op": op}))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return read_dead_letters(self.spool_dir)
+
+    def _applied_count(self) -> int:
+        try:
+            return int(self._applied.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+
+def read_dead_letters(spool_dir: Path) -> list[dict[str, Any]]:
+    """The operations a server refused, oldest first (`at`, `reason`, `op`)."""
+    path = spool_dir / "dead-letter.jsonl"
+    if not path.exists():
+        return []
+    letters = []
+    for line in path.read_text().splitlines():
+        try:
+            letters.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line
+    return letters
+
+
+def waiting(spool_dir: Path) -> int:
+    """How many journaled operations wait in `spool_dir` (a read: nothing is changed)."""
+    journal = spool_dir / "ops.jsonl"
+    if not journal.exists():
+        return 0
+    lines = sum(1 for line in journal.read_text().splitlines() if line.strip())
+    try:
+        applied = int((spool_dir / "applied").read_text())
+    except (FileNotFoundError, ValueError):
+        applied = 0
+    return max(0, lines - applied)
+
+
+def spooled_target(spool_dir: Path) -> dict[str, str] | None:
+    """The tracking server and experiment that operations waiting in `spool_dir` are meant
+    for, if any wait."""
+    if not (spool_dir / "ops.jsonl").exists():
+        return None
+    target = spool_dir / "target.json"
+    try:
+        return dict(json.loads(target.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old or the new content, never half."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -28,8 +28,17 @@ def unreachable(exc: Exception) -> bool:
     if isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, MlflowException):
-        return "failed with exception" in str(exc) or exc.get_http_status_code() >= 500
+        status = exc.get_http_status_code()
+        return "failed with exception" in str(exc) or status >= 500 or status == 429
     return False
+
+
+def rejected(exc: Exception) -> bool:
+    """The server refused the write itself (a 4xx: a changed param, a bad name, a run that
+    was never created): sending it again cannot help."""
+    if isinstance(exc, LookupError):
+        return True
+    return isinstance(exc, MlflowException) and not unreachable(exc)
 
 
 class MlflowOperations:
@@ -48,6 +57,11 @@ class MlflowOperations:
         kind, key = op["op"], op["key"]
         if kind == "create_run":
             self._create_run(op)
+            return
+        if kind == "tag_version":
+            version = self.client.get_model_version_by_alias(op["model"], op["alias"])
+            for tag, value in op["tags"].items():
+                self.client.set_model_version_tag(op["model"], version.version, tag, value)
             return
         run_id = self.require(key)
         if kind == "log_batch":

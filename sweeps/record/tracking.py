@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -109,6 +111,10 @@ class Tracker:
         tags[f"stage.{stage}.carried_trials"] = str(carried)
         self.writer.log_batch(self.sweep_key, tags=tags)
 
+    def refused(self) -> list[str]:
+        """Writes MLflow refused since the last call (set aside in the spool's dead letters)."""
+        return self.writer.refused()
+
     def unreachable_note(self, waiting: int) -> str:
         """What to tell the user when writes wait for an unreachable server."""
         return (
@@ -178,6 +184,25 @@ class Tracker:
         self.writer.log_batch(key, metrics=[(k, v, _now_ms(), 0) for k, v in metrics.items()])
         self.writer.register_model(key, registered_name, "model", "champion", tags)
         self.writer.log_batch(self.sweep_key, tags={"champion": tags.get("trial", key)})
+
+    def record_seeds(self, key: str, metric: str, seeds: list[int], scores: list[float]) -> None:
+        """A trial's scores when trained again with other seeds (step = seed), and their
+        mean and spread as tags."""
+        finite = [s for s in scores if math.isfinite(s)]
+        mean = statistics.fmean(finite) if finite else math.nan
+        spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
+        now = _now_ms()
+        pairs = zip(seeds, scores, strict=True)
+        self.writer.log_batch(
+            key,
+            metrics=[(f"seed_{metric}", s, now, seed) for seed, s in pairs if math.isfinite(s)],
+            tags={"seeds.mean": f"{mean:.6g}", "seeds.sd": f"{spread:.6g}", "seeds": str(seeds)},
+        )
+
+    def rebase_champion(self, registered_name: str, tags: dict[str, str]) -> None:
+        """Update the tags of the current champion version (a re-tune kept it)."""
+        self.writer.tag_version(registered_name, "champion", tags)
+        self.writer.log_batch(self.sweep_key, tags={"champion": "kept"})
 
     def flush(self, force: bool = True) -> None:
         """Send buffered metrics; without `force`, only when `flush_seconds` have passed."""

@@ -6,7 +6,8 @@ appended to the journal (`journal`), then applied by a background thread, so the
 waits for MLflow. When the tracking server cannot be reached, the thread keeps the operation
 and everything after it and retries every `retry_seconds`; what is still waiting when the sweep
 ends stays in the journal, and `caviar sync` (or the next sweep of the same name) sends it. A
-driver killed mid-write loses nothing either: the journal is replayed at the next start (a
+write the server refuses is set aside with its reason (`applier`) and never holds up the rest.
+A driver killed mid-write loses nothing either: the journal is replayed at the next start (a
 replayed write is harmless — creates look up the key, metrics with the same step and time are
 not stored twice).
 """
@@ -14,16 +15,15 @@ not stored twice).
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 from mlflow import MlflowClient
 
+from caviar.sweeps.record.applier import Applier, Unreachable
 from caviar.sweeps.record.journal import Journal, Op
-from caviar.sweeps.record.operations import MlflowOperations, unreachable
+from caviar.sweeps.record.operations import MlflowOperations
 
 # A driver's terminal is for progress, not for MLflow's per-run links and download bars.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -51,16 +51,15 @@ class MlflowWriter:
             # an outage. Users may still set their own values.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.operations = MlflowOperations(
+        operations = MlflowOperations(
             MlflowClient(tracking_uri=tracking_uri), experiment, artifact_location
         )
         self.spool_dir = spool_dir
-        self.journal = Journal(spool_dir, tracking_uri)
+        self.journal = Journal(spool_dir, tracking_uri, experiment)
+        self.applier = Applier(self.journal, operations)
         self.retry_seconds = retry_seconds
         self.seconds = 0.0  # time callers spent waiting on this writer
-        self._ops: deque[Op] = deque(self.journal.load())
-        self._applied = 0  # operations of the journal applied so far
-        self._lock = threading.Condition()
+        self._lock = self.applier.lock
         self._waiting_for_server = False
         self._attempts = 0  # applications tried by the background thread
         self._error: BaseException | None = None
@@ -112,11 +111,22 @@ class MlflowWriter:
              "alias": alias, "tags": tags}
         )  # fmt: skip
 
+    def tag_version(self, model: str, alias: str, tags: dict[str, str]) -> None:
+        """Set tags on the version of registered model `model` that `alias` points at."""
+        self._submit({"op": "tag_version", "key": "", "model": model, "alias": alias,
+                      "tags": tags})  # fmt: skip
+
     @property
     def pending(self) -> int:
         """Operations not applied yet."""
+        return self.applier.pending
+
+    def refused(self) -> list[str]:
+        """Why the writes the server refused (set aside in the dead-letter file) were refused;
+        each is handed out once."""
         with self._lock:
-            return len(self._ops)
+            found, self.applier.refused[:] = list(self.applier.refused), []
+        return found
 
     def drain(self, timeout: float = 600.0) -> int:
         """Wait until every operation is applied, or the server is found unreachable; returns
@@ -124,20 +134,20 @@ class MlflowWriter:
         start = time.perf_counter()
         try:
             if self._thread is None:
-                return self.sync()
+                return self.applier.sync()
             with self._lock:
                 tried = self._attempts
                 self._lock.notify_all()  # during an outage: try once more now, not later
                 self._lock.wait_for(
                     lambda: (
-                        not self._ops
+                        not self.applier.ops
                         or self._error is not None
                         or (self._waiting_for_server and self._attempts > tried)
                     ),
                     timeout=timeout,
                 )
                 self._raise_background_error()
-                return len(self._ops)
+                return len(self.applier.ops)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -156,32 +166,16 @@ class MlflowWriter:
         """Apply waiting operations in order in this thread, stopping at the first the server
         cannot take; returns how many still wait. Only for a writer without a thread."""
         assert self._thread is None, "a background writer applies its own operations"
-        while True:
-            with self._lock:
-                if not self._ops:
-                    return 0
-                op = self._ops[0]
-            try:
-                self._apply_and_record(op)
-            except Exception as exc:
-                if unreachable(exc):
-                    return self.pending
-                raise
+        return self.applier.sync()
 
     def _submit(self, op: Op) -> None:
         start = time.perf_counter()
         try:
             with self._lock:
                 self._raise_background_error()
-                self.journal.append(op)
-                self._ops.append(op)
-                self._lock.notify_all()
+            self.applier.submit(op)
             if self._thread is None:
-                try:
-                    self.sync()
-                except Exception as exc:
-                    if not unreachable(exc):
-                        raise
+                self.applier.sync()
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -189,12 +183,13 @@ class MlflowWriter:
         """The background thread: apply operations in order; on an outage, wait and retry."""
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: bool(self._ops) or self._stopping)
-                if not self._ops:
+                self._lock.wait_for(lambda: bool(self.applier.ops) or self._stopping)
+                if not self.applier.ops:
                     return
-                op = self._ops[0]
             try:
-                self._apply_and_record(op)
+                self.applier.apply_next()
+                with self._lock:
+                    self._attempts += 1
             except Exception as exc:
                 if not self._wait_out(exc):
                     return
@@ -204,7 +199,7 @@ class MlflowWriter:
         return True (try again); else keep the error for the caller and return False."""
         with self._lock:
             self._attempts += 1
-            if not unreachable(exc):
+            if not isinstance(exc, Unreachable):
                 self._error = exc
                 self._lock.notify_all()
                 return False
@@ -213,19 +208,6 @@ class MlflowWriter:
             self._lock.wait(timeout=self.retry_seconds)
             self._waiting_for_server = False
             return not self._stopping
-
-    def _apply_and_record(self, op: Op) -> None:
-        self.operations.apply(op)
-        with self._lock:
-            self._attempts += 1
-            self._ops.popleft()
-            self._applied += 1
-            self.journal.mark_applied(self._applied, caught_up=not self._ops)
-            if not self._ops:  # all caught up: the journal starts afresh
-                self._applied = 0
-            self._lock.notify_all()
-        if op["op"] == "artifacts":  # only once it is recorded as applied
-            shutil.rmtree(op["dir"], ignore_errors=True)
 
     def _raise_background_error(self) -> None:
         if self._error is not None:

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import FrozenTrial
-
 from caviar.sweeps.search.direction import Direction
+from caviar.sweeps.search.ranking import VAL_LOSS, rank_key
 from caviar.sweeps.search.studies import CHECKPOINT, MLFLOW_RUN_KEY
 
 
@@ -28,7 +27,7 @@ class TrialEnd:
 
 @dataclass
 class Best:
-    """Best complete trial so far over all stages."""
+    """Best complete trial so far over all stages, by `ranking.rank_key`."""
 
     direction: Direction
     value: float | None = None
@@ -37,20 +36,30 @@ class Best:
     number: int | None = None
     key: str | None = None  # its MLflow run key
     checkpoint: Path | None = None  # its saved weights, when they were kept
+    val_loss: float | None = None  # its final validation loss, the first tie-breaker
+    stage_index: int = 0
 
     @property
     def label(self) -> str:
         return f"{self.stage}#{self.number}"
 
-    def beaten_by(self, value: float) -> bool:
-        return self.direction.better(value, self.value)
+    def beaten_by(self, value: float, val_loss: float | None, stage: int, number: int) -> bool:
+        """Whether a complete trial with these results ranks above the best so far."""
+        if self.value is None or self.number is None:
+            return True
+        challenger = rank_key(self.direction, value, val_loss, stage, number)
+        return challenger < rank_key(
+            self.direction, self.value, self.val_loss, self.stage_index, self.number
+        )
 
     def take(
-        self, value: float, params: dict[str, Any], stage: str, trial: FrozenTrial | Any
+        self, value: float, params: dict[str, Any], stage: tuple[int, str], trial: Any
     ) -> None:
-        """Make `trial` (an Optuna trial, live or frozen) the best."""
-        self.value, self.params, self.stage, self.number = value, params, stage, trial.number
+        """Make `trial` (an Optuna trial, live or frozen, of stage (index, name)) the best."""
+        self.value, self.params, self.number = value, params, trial.number
+        self.stage_index, self.stage = stage
         self.key = trial.user_attrs.get(MLFLOW_RUN_KEY)
+        self.val_loss = trial.user_attrs.get(VAL_LOSS)
         saved = trial.user_attrs.get(CHECKPOINT)
         self.checkpoint = Path(saved) if saved else None
 

@@ -25,14 +25,15 @@ from caviar.models.executor import (
     TrialJob,
     WorkerLost,
 )
-from caviar.sweeps.record.champion import Candidate, ChampionKeeper
+from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best, Incumbent, TrialEnd
+from caviar.sweeps.search.finale import Finale, FinaleResult
+from caviar.sweeps.search.ranking import VAL_LOSS
 from caviar.sweeps.search.space import format_box
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.stages import OpenedStage, StagePlan, open_stage, plan_stages
 from caviar.sweeps.search.studies import (
-    CHAMPION,
     CHECKPOINT,
     INCUMBENT,
     INTERRUPTED,
@@ -59,10 +60,14 @@ class ProgressSink(Protocol):
 class SweepResult:
     """What one run of the driver found and did."""
 
-    best: Best
+    best: Best  # the champion's trial when a champion was chosen
     incumbent_value: float | None  # a re-tune's re-evaluated champion, on this data
-    published: bool  # a new champion was registered by this run
+    finale: FinaleResult  # how the champion was chosen, and whether it was published
     waiting_writes: int  # MLflow writes left on disk for an unreachable server
+
+    @property
+    def published(self) -> bool:
+        return self.finale.published
 
 
 class SweepDriver:
@@ -91,19 +96,25 @@ class SweepDriver:
         """Run every stage's remaining budget and publish the champion; on any exit, running
         trials are closed (as interrupted, to be run again)."""
         try:
-            first = self._run_stages()
-            published = self._publish_champion(first)
+            stages = self._run_stages()
+            finale = FinaleResult(None, published=False, kept=False)
+            if self.champion is not None:
+                finale = Finale(
+                    self.spec, self.executor, self.champion, self.tracker, self.progress.note
+                ).run(stages, self.best)
         except BaseException:
             self._abandon_live()
             self.tracker.end_sweep(status="KILLED")
             raise
         waiting = self.tracker.end_sweep()
+        for refusal in self.tracker.refused():
+            self.progress.note(refusal)
         if waiting:
             self.progress.note(self.tracker.unreachable_note(waiting))
-        return SweepResult(self.best, self.incumbent_value, published, waiting)
+        return SweepResult(self.best, self._incumbent_score(finale), finale, waiting)
 
-    def _run_stages(self) -> optuna.Study | None:
-        """Every stage in order; returns the first stage's study (where the champion is noted)."""
+    def _run_stages(self) -> list[tuple[StagePlan, optuna.Study]]:
+        """Every stage in order; returns each stage's plan (with its box) and study."""
         previous: list[tuple[StagePlan, optuna.Study]] = []
         for plan in plan_stages(self.spec):
             opened = open_stage(self.storage, self.spec, plan, previous, self.incumbent)
@@ -111,7 +122,14 @@ class SweepDriver:
                 self._record_opening(opened)
             self._run_stage(opened.plan, opened.study)
             previous.append((opened.plan, opened.study))
-        return previous[0][1] if previous else None
+        return previous
+
+    def _incumbent_score(self, finale: FinaleResult) -> float | None:
+        """A re-tune's incumbent on this data: its mean over the selection's seeds."""
+        selection = finale.selection
+        if selection is not None and selection.incumbent is not None:
+            return selection.mean(selection.incumbent)
+        return self.incumbent_value
 
     def _record_opening(self, opened: OpenedStage) -> None:
         box = opened.plan.space.box()
@@ -138,6 +156,8 @@ class SweepDriver:
                 self._handle(plan, event)
             self.progress.running(len(self._live))
             self.tracker.flush(force=False)
+            for refusal in self.tracker.refused():
+                self.progress.note(refusal)
 
     def _absorb(self, plan: StagePlan, trials: list[FrozenTrial]) -> None:
         """Count trials finished by earlier drivers into the best-so-far."""
@@ -149,8 +169,9 @@ class SweepDriver:
                 continue
             if INCUMBENT in t.user_attrs:
                 self.incumbent_value = t.value
-            if self.best.beaten_by(t.value):
-                self.best.take(t.value, plan.space.to_values(t.params), plan.name, t)
+            if self.best.beaten_by(t.value, t.user_attrs.get(VAL_LOSS), plan.index, t.number):
+                params = plan.space.to_values(t.params)
+                self.best.take(t.value, params, (plan.index, plan.name), t)
 
     def _handle(self, plan: StagePlan, event: Event) -> None:
         live = self._live[event.key]
@@ -171,7 +192,7 @@ class SweepDriver:
         if metrics.epoch <= live.recorded:  # a restarted worker catching up: already recorded
             self.executor.proceed(live.number)
             return
-        live.recorded = metrics.epoch
+        live.recorded, live.val_loss = metrics.epoch, metrics.val_loss
         self.tracker.log_epoch(live.key, metrics)
         if metrics.diverged:
             self._finish(plan, live, TrialState.FAIL, None, "diverged")
@@ -212,7 +233,7 @@ class SweepDriver:
             state is TrialState.COMPLETE
             and value is not None
             and math.isfinite(value)
-            and self.best.beaten_by(value)
+            and self.best.beaten_by(value, live.val_loss, plan.index, live.number)
         )
         if improved and self.champion is not None:
             label = f"{plan.name}#{live.number}"
@@ -220,12 +241,12 @@ class SweepDriver:
             if path is not None:
                 live.trial.set_user_attr(CHECKPOINT, str(path))
         self.executor.release(live.number)
-        close_trial(self.tracker, live, state, value, reason)
+        close_trial(self.tracker, live, state, value, reason)  # also records its val_loss
         self._finished += 1
         if INCUMBENT in live.trial.user_attrs and state is TrialState.COMPLETE:
             self.incumbent_value = value
         if improved and value is not None:
-            self.best.take(value, live.params, plan.name, live.trial)
+            self.best.take(value, live.params, (plan.index, plan.name), live.trial)
             self.tracker.record_best(self.metric, value, live.params, self._finished)
         label = state_label(state)
         end = TrialEnd(plan.name, live.number, label, value, live.params, live.recorded, reason)
@@ -237,27 +258,3 @@ class SweepDriver:
             self.executor.release(live.number)
             close_trial(self.tracker, live, TrialState.FAIL, None, INTERRUPTED)
         self._live.clear()
-
-    def _publish_champion(self, study: optuna.Study | None) -> bool:
-        """Log and register the best trial's network, unless it already is the champion or
-        a re-tune's incumbent scores at least as well on this data."""
-        best = self.best
-        if self.champion is None or best.value is None or study is None:
-            return False
-        if study.user_attrs.get(CHAMPION) == best.label:
-            return False
-        if self.incumbent_value is not None and not best.direction.better(
-            best.value, self.incumbent_value
-        ):
-            self.progress.note(
-                f"champion {self.incumbent.label if self.incumbent else ''} kept: no trial beats "
-                f"its {self.metric} of {self.incumbent_value:.4f} on this data"
-            )
-            return False
-        stage = next(s for s in self.spec.stages if s.name == best.stage)
-        model, train = self.spec.configs(best.params, epochs=self.spec.stage_epochs(stage))
-        candidate = Candidate(best.key, best.label, best.value, best.checkpoint, model, train)
-        if self.champion.publish_best(candidate, self.executor, self.metric) is None:
-            return False
-        study.set_user_attr(CHAMPION, best.label)
-        return True

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
@@ -33,22 +34,28 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(plan: StagePlan, seed: int) -> optuna.samplers.BaseSampler:
-    """The stage's sampler, seeded per stage so that stages do not repeat each other's draws."""
-    seed = seed * 1000 + plan.index
+def make_sampler(plan: StagePlan, seed: int, done: int) -> optuna.samplers.BaseSampler:
+    """The stage's sampler, seeded per stage so that stages do not repeat each other's draws,
+    and per resume (`done`: trials the stage's study already holds) so that a resumed stage
+    draws new points instead of its first ones again. Sobol and the grid keep one seed: Optuna
+    counts the Sobol points drawn in the study and continues the sequence, and the grid's seed
+    fixes which point each grid index is."""
+    fixed = seed * 1000 + plan.index
+    fresh = int(np.random.SeedSequence([seed, plan.index, done]).generate_state(1)[0])
     kind = plan.spec.sampler
     if kind is SamplerName.QMC:
         return optuna.samplers.QMCSampler(
-            qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
-        )
+            qmc_type="sobol", scramble=True, seed=fixed, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=fresh),
+        )  # fmt: skip
     if kind is SamplerName.TPE:
         # constant_liar: trials still running count as bad guesses, so parallel asks spread out.
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(2, plan.trials // 4)), constant_liar=True
+            seed=fresh, n_startup_trials=min(10, max(2, plan.trials // 4)), constant_liar=True
         )
     if kind is SamplerName.GRID:
-        return _GridSampler(plan.space.grid(plan.spec.grid_points), seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+        return _GridSampler(plan.space.grid(plan.spec.grid_points), seed=fixed)
+    return optuna.samplers.RandomSampler(seed=fresh)
 
 
 def make_pruner(pruner: PrunerSpec, epochs: int) -> BasePruner:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -155,6 +158,13 @@ class RetuneSpec(Strict):
         return schedule
 
 
+class SelectSpec(Strict):
+    """Seed-robust choice of the champion among the best trials (see `select`)."""
+
+    top_k: int = Field(3, ge=1, description="Best trials trained again with other seeds.")
+    seeds: int = Field(2, ge=1, description="Extra seeds per trial; the best mean wins.")
+
+
 class ParallelSpec(Strict):
     trials: int = Field(2, ge=1, description="Trials running at once.")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
@@ -173,10 +183,14 @@ class SweepSpec(Strict):
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     seed: int = Field(0, description="Seed of the samplers.")
     retune: RetuneSpec = Field(default_factory=RetuneSpec)
+    select: SelectSpec | None = Field(
+        None, description="Choose the champion by its mean over several seeds."
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: `name`.")
     registered_model: str | None = Field(
         None, description="Registry name of the champion; default: `name`."
     )
+    _folder: Path | None = PrivateAttr(None)  # the spec file's folder, when read from one
 
     @model_validator(mode="after")
     def _space_fits_configs(self) -> SweepSpec:
@@ -240,8 +254,13 @@ class SweepSpec(Strict):
         return ModelConfig.model_validate(model), TrainConfig.model_validate(train)
 
     def fingerprint(self) -> str:
-        """Hash of what defines the results; budgets and parallelism may change on resume."""
+        """Hash of what defines the results; budgets and parallelism may change on resume.
+        A data file counts by its path relative to the spec's folder, so a moved checkout
+        still resumes its sweeps."""
         fields = self.model_dump(
             mode="json", include={"data", "model", "train", "space", "objective"}
         )
+        path = getattr(self.data, "path", None)
+        if path is not None and self._folder is not None:
+            fields["data"]["path"] = os.path.relpath(path, self._folder)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

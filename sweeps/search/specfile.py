@@ -35,6 +35,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_describe(path, exc)) from None
+    spec._folder = path.parent.resolve()
     spec.data = _resolve_path(spec.data, path.parent)
     if spec.retune.data is not None:
         spec.retune.data = _resolve_path(spec.retune.data, path.parent)

@@ -12,27 +12,29 @@ when a sweep resumes.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from caviar.sweeps.search.best import Incumbent
-from caviar.sweeps.search.direction import Direction
+from caviar.sweeps.search.ranking import VAL_LOSS, best_trials
 from caviar.sweeps.search.samplers import make_pruner, make_sampler
 from caviar.sweeps.search.space import SearchSpace
-from caviar.sweeps.search.spec import StageSpec, SweepSpec
+from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
 from caviar.sweeps.search.studies import (
     BOX,
     CARRIED_FROM,
     INCUMBENT,
     KEPT,
     MLFLOW_RUN_KEY,
+    QUEUED,
     SPACE,
+    check_recipe,
     load_study,
     open_study,
     own_trials,
     study_name,
-    uses_budget,
 )
 
 
@@ -63,20 +65,6 @@ def plan_stages(spec: SweepSpec) -> list[StagePlan]:
     ]
 
 
-def best_trials(
-    trials: list[FrozenTrial], keep_top: float, direction: Direction
-) -> list[FrozenTrial]:
-    """The best complete trials: `keep_top` as a count, or as a share (at least one) of the
-    stage's own finished trials."""
-    complete = [t for t in trials if t.state is TrialState.COMPLETE and t.value is not None]
-    complete.sort(key=lambda t: direction.rank(float(t.value or 0.0)))
-    if keep_top >= 1:
-        count = int(keep_top)
-    else:
-        count = max(1, round(keep_top * sum(uses_budget(t) for t in trials)))
-    return complete[:count]
-
-
 def narrow(space: SearchSpace, kept: list[FrozenTrial], margin: float) -> SearchSpace:
     """The box around `kept` trials; the whole `space` if none was kept."""
     return space.narrow([t.params for t in kept], margin) if kept else space
@@ -90,8 +78,9 @@ def carried_trials(trials: list[tuple[str, FrozenTrial]], space: SearchSpace) ->
         if t.state is not TrialState.COMPLETE or t.value is None or not space.contains(t.params):
             continue
         attrs = {CARRIED_FROM: f"{stage}#{t.number}"}
-        if MLFLOW_RUN_KEY in t.user_attrs:
-            attrs[MLFLOW_RUN_KEY] = t.user_attrs[MLFLOW_RUN_KEY]
+        for kept in (MLFLOW_RUN_KEY, VAL_LOSS):
+            if kept in t.user_attrs:
+                attrs[kept] = t.user_attrs[kept]
         carried.append(
             optuna.trial.create_trial(
                 params={name: t.params[name] for name in distributions},
@@ -115,6 +104,26 @@ class OpenedStage:
     carried: int  # earlier trials inside the box copied into its study
 
 
+def stage_recipe(spec: SweepSpec, plan: StagePlan) -> dict[str, Any]:
+    """What a stage's results depend on; a resumed stage must have the same."""
+    recipe: dict[str, Any] = {
+        "fingerprint": spec.fingerprint(),
+        "epochs": plan.epochs,
+        "pruner": plan.spec.pruner.model_dump(mode="json"),
+    }
+    if plan.spec.sampler is SamplerName.GRID:
+        recipe["grid_points"] = plan.spec.grid_points
+    return recipe
+
+
+def check_unchanged(storage: optuna.storages.BaseStorage, spec: SweepSpec) -> None:
+    """Refuse, before anything is written, a spec that changed what started stages depend on."""
+    for plan in plan_stages(spec):
+        study = load_study(storage, study_name(spec.name, plan.name))
+        if study is not None:
+            check_recipe(study, stage_recipe(spec, plan))
+
+
 def open_stage(
     storage: optuna.storages.BaseStorage,
     spec: SweepSpec,
@@ -124,13 +133,14 @@ def open_stage(
 ) -> OpenedStage:
     """Open the stage's study over its space: the full space for the first stage (and for
     `narrow: false`), else the box around the best trials of the stages before. The box is
-    computed once, when the stage first starts, and read back when the sweep resumes."""
+    computed once, when the stage first starts, and read back when the sweep resumes; its
+    space is recorded last, so a set-up cut short is done again (and only once)."""
     assert spec.objective.direction is not None
     name = study_name(spec.name, plan.name)
     existing = load_study(storage, name)
     recorded = existing.user_attrs.get(SPACE) if existing is not None else None
     earlier = [
-        (before.name, t)
+        (before, t)
         for before, before_study in previous
         for t in own_trials(before_study.get_trials(deepcopy=False))
     ]
@@ -139,19 +149,19 @@ def open_stage(
     if recorded is not None:
         plan = replace(plan, space=SearchSpace.load(recorded))
     elif narrowing:
-        kept = best_trials([t for _, t in earlier], plan.spec.keep_top, spec.objective.direction)
+        staged = [(before.index, t) for before, t in earlier]
+        kept = [t for _, t in best_trials(staged, plan.spec.keep_top, spec.objective.direction)]
         plan = replace(plan, space=narrow(plan.space, kept, plan.spec.margin))
+    done = len(existing.get_trials(deepcopy=False)) if existing is not None else 0
     study = open_study(
-        storage,
-        name,
-        direction=spec.objective.direction,
-        fingerprint=spec.fingerprint(),
-        sampler=make_sampler(plan, spec.seed),
+        storage, name, spec.objective.direction, stage_recipe(spec, plan),
+        sampler=make_sampler(plan, spec.seed, done),
         pruner=make_pruner(plan.spec.pruner, plan.epochs),
-    )
+    )  # fmt: skip
     if recorded is not None:
         return OpenedStage(plan, study, fresh=False, kept=0, carried=0)
-    carried = _set_up(study, plan, earlier if narrowing else None, kept, incumbent)
+    named = [(before.name, t) for before, t in earlier] if narrowing else None
+    carried = _set_up(study, plan, named, kept, incumbent)
     return OpenedStage(plan, study, fresh=True, kept=len(kept), carried=carried)
 
 
@@ -162,20 +172,25 @@ def _set_up(
     kept: list[FrozenTrial],
     incumbent: Incumbent | None,
 ) -> int:
-    """Record a new stage's space and box; when it narrows (`earlier` given), carry the
-    earlier trials inside the box into its study; queue the configurations it evaluates
-    first. Returns how many trials were carried."""
-    study.set_user_attr(SPACE, plan.space.dump())
-    study.set_user_attr(BOX, plan.space.box())
+    """A new stage: when it narrows (`earlier` given), carry the earlier trials inside its box
+    into its study; queue the configurations it evaluates first; then record its box and,
+    last, its space. What an interrupted set-up already added is not added again. Returns how
+    many trials were carried."""
+    present = study.get_trials(deepcopy=False)
     carried = carried_trials(earlier or [], plan.space)
     if earlier is not None:
         labels = {id(t): f"{stage}#{t.number}" for stage, t in earlier}
         study.set_user_attr(KEPT, [labels[id(t)] for t in kept])
-        study.add_trials(carried)
+        there = {t.user_attrs.get(CARRIED_FROM) for t in present}
+        study.add_trials([t for t in carried if t.user_attrs[CARRIED_FROM] not in there])
+    queue: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     if plan.index == 0 and incumbent is not None:
-        study.enqueue_trial(
-            plan.space.to_optuna(incumbent.values), user_attrs={INCUMBENT: incumbent.label}
-        )
-    for values in plan.spec.enqueue:
-        study.enqueue_trial(plan.space.to_optuna(values))
+        queue.append(("incumbent", incumbent.values, {INCUMBENT: incumbent.label}))
+    queue += [(str(i), values, {}) for i, values in enumerate(plan.spec.enqueue)]
+    queued = {t.user_attrs.get(QUEUED) for t in present}
+    for place, values, attrs in queue:
+        if place not in queued:
+            study.enqueue_trial(plan.space.to_optuna(values), user_attrs={QUEUED: place, **attrs})
+    study.set_user_attr(BOX, plan.space.box())
+    study.set_user_attr(SPACE, plan.space.dump())
     return len(carried)

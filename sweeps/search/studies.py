@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,9 +21,14 @@ MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see caviar.sweeps.reco
 CHECKPOINT = "checkpoint"  # weights of a trial that was the best when it finished
 CHAMPION = "champion"  # study attribute: the trial last published as the champion
 INCUMBENT = "incumbent"  # a re-tune's re-evaluation of the current champion (its version)
+# A configuration queued by the stage (its `enqueue` list, "incumbent" for a re-tune's
+# champion): value = its place in the queue, so a redone set-up does not queue it twice.
+QUEUED = "queued"
 # A trial cut short because the driver stopped; it does not use up budget and is run again.
 INTERRUPTED = "interrupted"
-FINGERPRINT = "fingerprint"
+# Study attribute: what a stage's results depend on (the spec's fingerprint, the stage's
+# epochs, pruner and grid); a resumed stage must have the same.
+RECIPE = "recipe"
 # A trial of an earlier stage copied into a later stage's study as a first observation;
 # it was trained once, in its own stage, and counts there only.
 CARRIED_FROM = "carried_from"
@@ -60,11 +66,12 @@ def open_study(
     storage: optuna.storages.BaseStorage,
     name: str,
     direction: Direction,
-    fingerprint: str,
+    recipe: dict[str, Any],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create the stage's study or continue it; refuses one built from a different spec."""
+    """Create the stage's study or continue it; refuses one started from another `recipe`
+    (the spec's fingerprint and the stage's epochs, pruner and grid)."""
     study = optuna.create_study(
         storage=storage,
         study_name=name,
@@ -73,15 +80,40 @@ def open_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    recorded = study.user_attrs.get(FINGERPRINT)
-    if recorded is None:
-        study.set_user_attr(FINGERPRINT, fingerprint)
-    elif recorded != fingerprint:
-        raise CaviarError(
-            f"study '{name}' was started from a spec with different data, model, train, space or "
-            "objective; give the sweep a new `name` or use another --run-dir"
-        )
+    if RECIPE not in study.user_attrs:
+        study.set_user_attr(RECIPE, recipe)
+    check_recipe(study, recipe)
     return study
+
+
+def check_recipe(study: optuna.Study, recipe: dict[str, Any]) -> None:
+    """Refuse to continue a study started from another spec or another stage setting."""
+    recorded = study.user_attrs.get(RECIPE, {})
+    name = study.study_name
+    if recorded.get("fingerprint", recipe["fingerprint"]) != recipe["fingerprint"]:
+        raise CaviarError(
+            f"study '{name}' was started from a spec with different data, model, train, space "
+            "or objective; give the sweep a new `name` or use another --run-dir"
+        )
+    then, now = _flat(recorded), _flat(recipe)
+    for field, value in now.items():
+        if field != "fingerprint" and field in then and then[field] != value:
+            raise CaviarError(
+                f"stage '{name.rsplit('/', 1)[-1]}' was started with {field} {then[field]}, "
+                f"the spec now says {value}: a started stage keeps its epochs, pruner and grid; "
+                "give the sweep a new `name` to change them"
+            )
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"pruner": {"kind": "median"}} -> {"pruner.kind": "median"}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:

@@ -16,12 +16,15 @@ from optuna.trial import TrialState
 
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.sweeps.record.tracking import Tracker
-from caviar.sweeps.search.spec import SweepSpec
+from caviar.sweeps.search.ranking import VAL_LOSS
+from caviar.sweeps.search.spec import SamplerName, SweepSpec
 from caviar.sweeps.search.stages import StagePlan
 from caviar.sweeps.search.studies import (
     FAIL_REASON,
+    INCUMBENT,
     INTERRUPTED,
     MLFLOW_RUN_KEY,
+    QUEUED,
     fail_interrupted,
 )
 
@@ -43,6 +46,7 @@ class LiveTrial:
     model: ModelConfig
     train: TrainConfig
     recorded: int = 0  # epochs already reported (a restarted worker repeats them)
+    val_loss: float | None = None  # of the last epoch reported
 
     @property
     def number(self) -> int:
@@ -73,6 +77,8 @@ def close_trial(
     """End the trial's MLflow run, then tell Optuna (see the module's note on order)."""
     if reason is not None:
         live.trial.set_user_attr(FAIL_REASON, reason)
+    if state is TrialState.COMPLETE and live.val_loss is not None:
+        live.trial.set_user_attr(VAL_LOSS, live.val_loss)
     tags = {"failure_reason": reason} if reason else {}
     if state is TrialState.PRUNED:
         tags["pruned_at_epoch"] = str(live.recorded)
@@ -87,8 +93,14 @@ def reissue_interrupted(
     tracker: Tracker,
     note: Callable[[str], None],
 ) -> None:
-    """Trials a stopped driver left running fail as interrupted; their budget is re-issued."""
+    """Trials a stopped driver left running fail as interrupted; their budget is re-issued.
+    A queued configuration (an `enqueue` entry, a re-tune's incumbent) or a grid point is
+    queued again, so the stage still evaluates it; other samplers simply draw anew."""
+    requeue_all = plan.spec.sampler is SamplerName.GRID
     for stale in fail_interrupted(storage, study):
+        if requeue_all or QUEUED in stale.user_attrs:
+            kept = {k: stale.user_attrs[k] for k in (QUEUED, INCUMBENT) if k in stale.user_attrs}
+            study.enqueue_trial(stale.params, user_attrs=kept)
         # A driver killed between asking Optuna and recording the trial's run left no run:
         # make one now, so every trial has its record.
         key = stale.user_attrs.get(MLFLOW_RUN_KEY) or tracker.start_trial(

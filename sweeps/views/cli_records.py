@@ -24,11 +24,12 @@ def status(
     storage: Storage = None,
 ) -> None:
     """Show how far a sweep has got and its best trial."""
+    from caviar.sweeps.record.tracking import spool_dir
     from caviar.sweeps.views.status import sweep_status
 
     with user_errors():
         loaded, where = open_sweep(spec, run_dir, storage)
-        report = sweep_status(loaded, where.storage_url)
+        report = sweep_status(loaded, where.storage_url, spool_dir(run_dir, loaded.name))
     if as_json:
         print(json.dumps(report))
     else:
@@ -54,10 +55,28 @@ def _show_status(report: dict[str, Any], metric: str) -> None:
         console.print("no complete trial yet")
     else:
         console.print(
-            f"best {metric} {best['value']:.4f}: "
+            f"best {metric} {best['value']:.4f} (trial {best['trial']}): "
             + ", ".join(f"{k}={short(v)}" for k, v in best["params"].items()),
             highlight=False,
         )
+    _show_selection(report["selection"], metric)
+    _show_mlflow(report["mlflow"])
+
+
+def _show_selection(selection: dict[str, Any] | None, metric: str) -> None:
+    if not selection or len(selection["seeds"]) < 2:
+        return
+    console.print(f"champion chosen by mean {metric} over seeds {selection['seeds']}:")
+    for c in selection["contenders"]:
+        mark = "  <- champion" if c["trial"] == selection["winner"] else ""
+        console.print(f"  {c['trial']:<12} {c['mean']:.4f} ± {c['sd']:.4f}{mark}", highlight=False)
+
+
+def _show_mlflow(mlflow: dict[str, Any]) -> None:
+    if mlflow["waiting"]:
+        console.print(f"{mlflow['waiting']} MLflow writes wait on disk: `caviar sync` sends them")
+    for reason in mlflow["refused"]:
+        errors.print(f"refused by MLflow and set aside: {reason}", highlight=False)
 
 
 def report(
@@ -107,32 +126,34 @@ def _attach_report(spec: Any, where: Any, path: Path) -> None:
 
 
 def sync(
-    spec: SpecArg,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(help="Only this spec's sweep and its re-tunes.", show_default=False),
+    ] = None,
     run_dir: RunDir = Path("runs"),
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Send MLflow writes that were kept on disk while the tracking server was unreachable."""
-    from caviar.sweeps.record.journal import Journal
-    from caviar.sweeps.record.tracking import spool_dir
-    from caviar.sweeps.record.writer import MlflowWriter
-    from caviar.sweeps.search.lock import sweep_lock
+    """Send MLflow writes kept on disk while the tracking server was unreachable (every sweep
+    of the run directory, re-tunes and re-tests included), and list any it refused."""
+    from caviar.sweeps.ops.sync import sync_spools
     from caviar.sweeps.search.specfile import load_spec
 
     with user_errors():
-        loaded = load_spec(spec)
-        folder = spool_dir(run_dir, loaded.name)
-        target = tracking_uri or Journal.spooled_for(folder)
-        if target is None:
-            console.print(f"nothing waiting for MLflow in {folder}")
-            return
-        with sweep_lock(run_dir, loaded.name):  # the sweep's driver is the only other writer
-            writer = MlflowWriter(target, loaded.name, folder)
-            waiting = writer.pending
-            left = writer.sync()
-    if left:
-        errors.print(f"MLflow at {target} is still unreachable; {left} of {waiting} writes wait")
+        sweep = load_spec(spec).name if spec is not None else None
+        results = sync_spools(run_dir, sweep, tracking_uri)
+    for result in results:
+        if result.target is not None:
+            console.print(
+                f"{result.sweep}: sent {result.sent} writes to {result.target}"
+                + (f"; {result.left} still wait: it is still unreachable" if result.left else ""),
+                highlight=False,
+            )
+        for reason in result.refused:
+            errors.print(f"{result.sweep}: set aside, refused by MLflow: {reason}", highlight=False)
+    if not any(r.target for r in results):
+        console.print(f"nothing waiting for MLflow in {run_dir / 'spool'}", highlight=False)
+    if any(r.left for r in results):
         raise typer.Exit(1)
-    console.print(f"sent {waiting} writes to {target}", highlight=False)
 
 
 def ui(

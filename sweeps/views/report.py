@@ -15,12 +15,14 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
-from optuna.trial import TrialState
 
+from caviar.sweeps.search.ranking import sweep_best
+from caviar.sweeps.search.select import SELECTION
 from caviar.sweeps.search.space import format_box
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.studies import count_states
 from caviar.sweeps.views import figures
+from caviar.sweeps.views.status import selection_summary
 from caviar.sweeps.views.sweep_trials import StageTrials, merged_study
 
 
@@ -60,14 +62,20 @@ def _header(spec: SweepSpec, stages: list[StageTrials], merged: optuna.Study, me
         cells = (stage.name, stage.budget, counts["complete"], counts["pruned"],
                  counts["failed"], format_box(stage.space.box(), "; "))  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
-    complete = merged.get_trials(states=(TrialState.COMPLETE,))
-    if complete:
-        best = merged.best_trial
-        values = spec.search_space.to_values(best.params)
+    assert spec.objective.direction is not None
+    recorded = stages[0].attrs.get(SELECTION) if stages else None
+    best = sweep_best(
+        [(s.name, s.trials) for s in stages],
+        spec.objective.direction,
+        recorded and recorded["winner"],
+    )
+    if best is not None:
+        label, trial = best
+        values = spec.search_space.to_values(trial.params)
         shown = ", ".join(f"{k} = {_short(v)}" for k, v in values.items())
         best_line = (
-            f"<p><b>Best {metric}: {best.value:.4f}</b> "
-            f"({html.escape(best.user_attrs['stage'])}) — {html.escape(shown)}</p>"
+            f"<p><b>Best {metric}: {trial.value:.4f}</b> (trial {html.escape(label)}) — "
+            f"{html.escape(shown)}</p>" + _selection_table(selection_summary(recorded), metric)
         )
     else:
         best_line = "<p>No trial has completed yet.</p>"
@@ -78,6 +86,23 @@ def _header(spec: SweepSpec, stages: list[StageTrials], merged: optuna.Study, me
         + best_line
         + "<table><tr><th>stage</th><th>budget</th><th>complete</th><th>pruned</th>"
         "<th>failed</th><th>box</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _selection_table(summary: dict[str, Any] | None, metric: str) -> str:
+    """Each contender of the seed-robust selection: mean ± sd over its seeds."""
+    if summary is None or len(summary["seeds"]) < 2:
+        return ""
+    winner = summary["winner"]
+    rows = "".join(
+        f"<tr><td>{html.escape(c['trial'])}{' (champion)' if c['trial'] == winner else ''}"
+        f"</td><td>{c['mean']:.4f} ± {c['sd']:.4f}</td>"
+        f"<td>{html.escape(', '.join(f'{s:.4f}' for s in c['scores']))}</td></tr>"
+        for c in summary["contenders"]
+    )
+    return (
+        f"<p>Chosen by the mean {metric} over seeds {summary['seeds']}:</p>"
+        f"<table><tr><th>trial</th><th>mean ± sd</th><th>per seed</th></tr>{rows}</table>"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -18,6 +19,7 @@ class StageTrials:
     budget: int
     space: SearchSpace
     trials: list[FrozenTrial]  # the stage's own trials, carried copies left out
+    attrs: dict[str, Any]  # its study's user attributes
 
 
 def load_stages(spec: SweepSpec, storage_url: str) -> list[StageTrials]:
@@ -29,7 +31,8 @@ def load_stages(spec: SweepSpec, storage_url: str) -> list[StageTrials]:
             break
         recorded = study.user_attrs.get(SPACE)
         space = SearchSpace.load(recorded) if recorded else spec.search_space
-        stages.append(StageTrials(stage.name, stage.trials, space, own_trials(study.get_trials())))
+        trials = own_trials(study.get_trials())
+        stages.append(StageTrials(stage.name, stage.trials, space, trials, study.user_attrs))
     return stages
 
 

@@ -79,11 +79,41 @@ def test_files_load_with_a_named_target(tmp_path, table, kind):
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 60
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet", "npz"])
+def test_features_keep_the_files_column_order_and_types(tmp_path, kind):
+    rows = 40
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "zeta": rng.normal(100.0, 1.0, rows),
+            "label": np.repeat(["b", "a"], rows // 2),
+            "alpha": np.arange(rows),
+            "mid": rng.normal(-5.0, 1.0, rows),
+        }
+    )
+    path = tmp_path / f"data.{kind}"
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    elif kind == "parquet":
+        frame.to_parquet(path)
+    else:
+        arrays = {name: frame[name].to_numpy() for name in frame.columns}
+        np.savez(path, **{**arrays, "label": frame["label"].to_numpy(dtype=str)})
+    data = build_dataset(FileSource(source=kind, path=path, target="label", split_seed=3))
+    assert data.features == ("zeta", "alpha", "mid")
+    assert data.feature_types == ("float64", "int64", "float64")
+    # Column j of the inputs is the file's j-th feature column: its training mean says so.
+    assert data.mean[0] == pytest.approx(100.0, abs=1.0)
+    assert data.mean[2] == pytest.approx(-5.0, abs=1.0)
+
+
 def test_npz_feature_block(tmp_path):
     path = tmp_path / "block.npz"
     x = np.random.default_rng(0).normal(size=(50, 7))
     np.savez(path, x=x, y=np.arange(50) % 2)
-    assert build_dataset(FileSource(source="npz", path=path, target="y")).n_features == 7
+    data = build_dataset(FileSource(source="npz", path=path, target="y"))
+    assert data.n_features == 7
+    assert data.features == tuple(f"x_{i}" for i in range(7))
 
 
 def test_missing_target_names_file_and_columns(tmp_path, table):

@@ -85,7 +85,7 @@ def test_each_retest_is_an_mlflow_run(swept, tmp_path):
     experiment = client.get_experiment_by_name("tiny").experiment_id
     (run,) = client.search_runs([experiment], f"tags.`caviar.role` = '{RETEST_ROLE}'")
     assert run.data.tags["verdict"] == "fresh"
-    assert run.data.metrics["recorded_score"] == pytest.approx(champion.score)
+    assert run.data.metrics["recorded_score"] == pytest.approx(champion.reference_score)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "retest_score")] == [0, 1, 2]
 
 

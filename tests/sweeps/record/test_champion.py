@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
+import pandas as pd
 import pytest
-import torch
 
 from caviar.models.data import DigitsSource, build_dataset
 from caviar.models.inprocess import InProcessExecutor
+from caviar.sweeps.record.champion_export import raw_frame
 from caviar.sweeps.search.studies import CHAMPION, CHECKPOINT
 from tests.conftest import run_local_sweep
 
@@ -38,11 +38,12 @@ def test_champion_is_registered_under_the_sweep_name(swept, registry):
 
 def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(swept, registry):
     data = build_dataset(swept.spec.data)
-    model = mlflow.pytorch.load_model("models:/tiny@champion")
-    with torch.no_grad():
-        probabilities = model(torch.from_numpy(data.raw(data.x_test)))
-    assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(data.y_test)), atol=1e-5)
-    accuracy = float((probabilities.argmax(dim=1).numpy() == data.y_test).mean())
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    probabilities = model.predict(raw_frame(data, data.x_test))
+    assert list(probabilities.columns) == [str(i) for i in range(10)]
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    predicted = probabilities.idxmax(axis=1).to_numpy()
+    accuracy = float((predicted == np.asarray(data.classes)[data.y_test]).mean())
     version = registry.get_model_version_by_alias("tiny", "champion")
     recorded = registry.get_run(version.run_id).data.metrics["test_accuracy"]
     assert accuracy == pytest.approx(recorded, abs=1e-9)
@@ -52,13 +53,14 @@ def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(swept
 def test_champion_carries_signature_input_example_and_classes(swept, registry):
     version = registry.get_model_version_by_alias("tiny", "champion")
     info = mlflow.models.get_model_info(f"models:/tiny/{version.version}")
-    assert info.signature is not None
-    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 64)
+    assert info.signature.inputs.input_names() == [f"pixel_{i}" for i in range(64)]
+    assert info.signature.outputs.input_names() == [str(i) for i in range(10)]
     assert info.saved_input_example_info is not None
     pyfunc = mlflow.pyfunc.load_model(f"models:/tiny/{version.version}")
     data = build_dataset(swept.spec.data)
-    predicted = pyfunc.predict(data.raw(data.x_test[:7]))
-    assert np.asarray(predicted).shape == (7, 10)
+    labels = pyfunc.predict(raw_frame(data, data.x_test[:7]), params={"output": "label"})
+    assert list(labels.columns) == ["label"] and len(labels) == 7
+    assert set(labels["label"]) <= set(data.classes)
     assert json.loads(version.tags["classes"]) == [str(i) for i in range(10)]
 
 
@@ -92,10 +94,60 @@ def test_a_champion_whose_weights_were_lost_is_retrained_identically(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     try:
-        model = mlflow.pytorch.load_model("models:/tiny@champion")
+        model = mlflow.pyfunc.load_model("models:/tiny@champion")
     finally:
         mlflow.set_tracking_uri(None)
-    with torch.no_grad():
-        predicted = model(torch.from_numpy(data.raw(data.x_val))).argmax(dim=1).numpy()
+    predicted = model.predict(raw_frame(data, data.x_val)).idxmax(axis=1).to_numpy()
     # Same configuration, seed and data: the retrained network is the trial's network.
-    assert float((predicted == data.y_val).mean()) == pytest.approx(sweep.best.value, abs=1e-6)
+    accuracy = float((predicted == np.asarray(data.classes)[data.y_val]).mean())
+    assert accuracy == pytest.approx(sweep.best.value, abs=1e-6)
+
+
+def user_csv(path, rows=600):
+    """A user's file: columns not in sorted order, string labels, features on their own
+    scales; the class is decided by which of three columns is largest after centring."""
+    rng = np.random.default_rng(7)
+    signal = rng.normal(size=(rows, 3))
+    frame = pd.DataFrame(
+        {
+            "temperature": 20.0 + 5.0 * signal[:, 0],
+            "species": np.array(["oak", "ash", "elm"])[signal.argmax(axis=1)],
+            "humidity": 60.0 + 10.0 * signal[:, 1],
+            "altitude": (300 + 100 * signal[:, 2]).round().astype(int),
+            "noise": rng.normal(size=rows),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path):
+    frame = user_csv(tmp_path / "trees.csv")
+    data_spec = {"source": "csv", "path": "trees.csv", "target": "species"}
+    space = {"lr": {"scale": "log", "low": 0.05, "high": 0.3}}
+    run_local_sweep(
+        tmp_path,
+        {"data": data_spec, "space": space, "train": {"epochs": 15, "batch_size": 32},
+         "stages": [{"name": "search", "trials": 2}]},
+    )  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    version = client.get_model_version_by_alias("tiny", "champion")
+    recorded = client.get_run(version.run_id).data.metrics["test_accuracy"]
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/tiny@champion")
+        inputs = mlflow.models.get_model_info("models:/tiny@champion").signature.inputs
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert [(c.name, c.type.name) for c in inputs.inputs] == [
+        ("temperature", "double"), ("humidity", "double"), ("altitude", "long"),
+        ("noise", "double"),
+    ]  # fmt: skip
+    shuffled = frame[["noise", "altitude", "species", "humidity", "temperature"]]
+    for rows in (frame, shuffled):  # the file's order, and any other: columns go by name
+        predicted = model.predict(rows, params={"output": "label"})["label"]
+        accuracy = float((predicted.to_numpy() == frame["species"].to_numpy()).mean())
+        assert accuracy == pytest.approx(recorded, abs=0.05), (accuracy, recorded)
+    assert recorded > 0.8
+    assert json.loads(version.tags["features"]) == ["temperature", "humidity", "altitude", "noise"]

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from caviar.models.executor import EpochDone, TrialCrashed
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
-from tests.conftest import run_local_sweep
+from tests.conftest import TINY_SPEC, run_local_sweep
 
 
 def test_every_trial_reaches_a_final_state_and_the_pruner_prunes(tmp_path):
@@ -74,7 +74,8 @@ def test_running_again_runs_nothing_new(tmp_path):
 
 
 def test_trials_left_running_by_a_dead_driver_are_failed_and_re_issued(tmp_path):
-    first = run_local_sweep(tmp_path, {"stages": [{"name": "search", "trials": 2}]})
+    stage = TINY_SPEC["stages"][0]
+    first = run_local_sweep(tmp_path, {"stages": [{**stage, "trials": 2}]})
     # A driver that died after asking for two more trials leaves them RUNNING.
     dead = optuna.load_study(study_name=study_name("tiny", "search"), storage=first.storage)
     for _ in range(2):

@@ -5,34 +5,13 @@ from __future__ import annotations
 import math
 import shutil
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.space import SearchSpace
-from caviar.sweeps.search.stages import best_trials
 from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, SPACE
 from caviar.sweeps.views.status import sweep_status
 from tests.conftest import TWO_STAGES, run_local_sweep
-
-
-def finished(number: int, value: float | None, state=TrialState.COMPLETE):
-    return optuna.trial.create_trial(
-        state=state,
-        value=value,
-        params={"lr": 0.1},
-        distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1, log=True)},
-    )
-
-
-def test_best_trials_by_count_and_by_share():
-    trials = [finished(i, v) for i, v in enumerate([0.5, 0.9, 0.7, 0.8])]
-    trials += [finished(9, None, TrialState.PRUNED)] * 6
-    assert [t.value for t in best_trials(trials, 2, Direction.MAXIMIZE)] == [0.9, 0.8]
-    # A share of all ten finished trials: 0.3 -> 3 trials.
-    assert [t.value for t in best_trials(trials, 0.3, Direction.MAXIMIZE)] == [0.9, 0.8, 0.7]
-    assert [t.value for t in best_trials(trials, 1, Direction.MINIMIZE)] == [0.5]
 
 
 def test_fine_box_holds_the_best_coarse_trials_and_sits_inside_the_coarse_range(swept):

@@ -1,0 +1,50 @@
+"""The champion as MLflow loads it: a self-contained pyfunc model (MLflow's models from code).
+
+This file is copied into every champion's model folder and runs where the model is loaded; it
+needs torch, pandas and MLflow, not caviar. Its artifacts are `network` (the trained network
+with the training split's scaling and a softmax, exported by `torch.export`) and `meta`
+(the input columns in training order, their types, and the class labels).
+
+`predict(frame)` takes a DataFrame with the named input columns in any order (extra columns
+are ignored) and returns a DataFrame of class probabilities whose columns are the class labels;
+with `params={"output": "label"}` it returns the predicted label per row instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc.model import PythonModel
+
+
+class Champion(PythonModel):
+    def load_context(self, context: Any) -> None:
+        with open(context.artifacts["meta"]) as handle:
+            meta = json.load(handle)
+        self.features: list[str] = meta["features"]
+        self.classes: list[str] = meta["classes"]
+        self.network = torch.export.load(context.artifacts["network"]).module()
+
+    # A DataFrame hint tells MLflow to keep the model's own signature (named input columns,
+    # class-label outputs) rather than derive one from the hints.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        frame = pd.DataFrame(model_input)
+        if set(self.features) <= set(frame.columns):
+            frame = frame[self.features]  # by name, whatever order the caller used
+        inputs = torch.from_numpy(np.ascontiguousarray(frame.to_numpy(dtype=np.float32)))
+        with torch.no_grad():
+            probabilities = self.network(inputs).numpy()
+        result = pd.DataFrame(probabilities, columns=self.classes, index=frame.index)
+        if (params or {}).get("output") == "label":
+            return pd.DataFrame({"label": result.idxmax(axis=1)})
+        return result
+
+
+mlflow.models.set_model(Champion())
