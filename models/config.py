@@ -58,5 +58,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient.")
     lr_schedule: LrSchedule = Field(LrSchedule.CONSTANT, description="Learning-rate decay form.")
     lr_decay: float = Field(0.0, ge=0, description="Decay rate of the schedule, per epoch.")
-    seed: int = Field(0, description="Seed of weight initialisation and batch order.")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of weight initialisation and batch order."
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")

@@ -23,7 +23,9 @@ class _Split(BaseModel):
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of samples held out for test (the champion's score)."
     )
-    split_seed: int = Field(0, description="Seed of the shuffle that assigns samples to splits.")
+    split_seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of the shuffle that assigns samples to splits."
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> _Split:
@@ -40,7 +42,12 @@ class Mnist1dSource(_Split):
 
     source: Literal["mnist1d"]
     samples: int = Field(5000, ge=100, description="Number of sequences generated (all splits).")
-    seed: int = Field(42, description="Generator seed: same seed and knobs give the same data.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Generator seed: same seed and knobs give the same data.",
+    )
     noise: float = Field(0.25, ge=0, description="Correlated background noise scale.")
     iid_noise: float = Field(0.02, ge=0, description="Independent per-point noise scale.")
     shear: float = Field(0.75, ge=0, description="Shear scale.")

@@ -22,6 +22,13 @@ def cron_trigger(expression: str, timezone: str = "UTC") -> CronTrigger:
         )
     second = fields.pop(0) if len(fields) == 6 else "0"
     minute, hour, day, month, weekday = fields
+    if day not in ("*", "?") and weekday not in ("*", "?"):
+        # crontab runs when either field matches; APScheduler only when both do. Rather than
+        # guess which one was meant, ask for one of them.
+        raise ValueError(
+            f"day of month ({day}) and day of week ({weekday}) are both set: cron runs on "
+            "either, which is rarely meant; set one of them to *"
+        )
     return CronTrigger(
         second=second,
         minute=minute,

@@ -8,6 +8,7 @@ with the source's own types (a CSV's integer column stays `long`), and the batch
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from mlflow.models import infer_signature
 from caviar.models.data import Dataset
 
 MODEL_CODE = Path(__file__).with_name("champion_model.py")
+
+# MLflow says at INFO that it checks the input example against the signature; the sweep's
+# progress is the place for what matters to a user.
+logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
 
 def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> Path:

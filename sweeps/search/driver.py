@@ -45,6 +45,7 @@ from caviar.sweeps.search.trials import (
     close_trial,
     open_trial,
     reissue_interrupted,
+    requeue,
     state_label,
 )
 
@@ -253,8 +254,10 @@ class SweepDriver:
         self.progress.trial_ended(end, self.best)
 
     def _abandon_live(self) -> None:
-        """The driver is stopping: running trials become 'interrupted' and are re-run later."""
+        """The driver is stopping: running trials become 'interrupted', their budget is issued
+        again when the sweep resumes (and their configuration too, where it must be)."""
         for live in self._live.values():
             self.executor.release(live.number)
             close_trial(self.tracker, live, TrialState.FAIL, None, INTERRUPTED)
+            requeue(live.trial.study, live.plan, live.trial.params, live.trial.user_attrs)
         self._live.clear()

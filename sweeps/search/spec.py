@@ -18,7 +18,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -27,16 +26,10 @@ from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import DataSpec
 from caviar.sweeps.ops.cron import cron_trigger
 from caviar.sweeps.search.direction import Direction
-from caviar.sweeps.search.params import ChoiceParam, Param
+from caviar.sweeps.search.params import Param
 from caviar.sweeps.search.space import SearchSpace
+from caviar.sweeps.search.spec_checks import check_space, check_stages
 
-# Config fields that describe the run rather than the model being searched.
-_NOT_SEARCHABLE = {"epochs", "seed", "device"}
-HYPERPARAMETERS: tuple[str, ...] = tuple(
-    name
-    for name in (*ModelConfig.model_fields, *TrainConfig.model_fields)
-    if name not in _NOT_SEARCHABLE
-)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -181,45 +174,23 @@ class SweepSpec(Strict):
     stages: list[StageSpec] = Field(min_length=1, description="Search stages, run in order.")
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
-    seed: int = Field(0, description="Seed of the samplers.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the samplers.")
     retune: RetuneSpec = Field(default_factory=RetuneSpec)
     select: SelectSpec | None = Field(
         None, description="Choose the champion by its mean over several seeds."
     )
-    experiment: str | None = Field(None, description="MLflow experiment; default: `name`.")
+    experiment: str | None = Field(
+        None, pattern=NAME_PATTERN, description="MLflow experiment; default: `name`."
+    )
     registered_model: str | None = Field(
-        None, description="Registry name of the champion; default: `name`."
+        None, pattern=NAME_PATTERN, description="Registry name of the champion; default: `name`."
     )
     _folder: Path | None = PrivateAttr(None)  # the spec file's folder, when read from one
 
     @model_validator(mode="after")
-    def _space_fits_configs(self) -> SweepSpec:
-        for name, param in self.space.items():
-            if name not in HYPERPARAMETERS:
-                raise ValueError(
-                    f"space.{name}: unknown hyperparameter; "
-                    f"expected one of {', '.join(HYPERPARAMETERS)}"
-                )
-            extremes = param.choices if isinstance(param, ChoiceParam) else [param.low, param.high]
-            for value in extremes:
-                try:
-                    self.configs({name: param.to_value(param.to_internal(value))})
-                except ValidationError as exc:
-                    problem = exc.errors()[0]["msg"]
-                    raise ValueError(
-                        f"space.{name}: {value!r} is not a valid {name}: {problem}"
-                    ) from None
-        names = [stage.name for stage in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"stages: names must be distinct, but got {names}")
-        for i, stage in enumerate(self.stages):
-            for j, values in enumerate(stage.enqueue):
-                unknown = set(values) - set(self.space)
-                if unknown:
-                    raise ValueError(
-                        f"stages[{i}].enqueue[{j}]: {sorted(unknown)} are not searched; "
-                        f"expected keys of space: {sorted(self.space)}"
-                    )
+    def _sections_agree(self) -> SweepSpec:
+        check_space(self)
+        check_stages(self)
         return self
 
     @property

@@ -19,11 +19,15 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file; relative data paths are resolved against its folder."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found; expected a sweep spec (YAML)") from None
     except IsADirectoryError:
         raise SpecError(f"{path}: is a folder; expected a sweep spec (YAML)") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: byte {exc.start} is not UTF-8 text; expected a sweep spec (YAML)"
+        ) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f"line {where.line + 1}: " if where is not None else ""

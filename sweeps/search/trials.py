@@ -41,6 +41,7 @@ class LiveTrial:
     """A trial being trained: its Optuna trial, MLflow run key and configuration."""
 
     trial: optuna.Trial
+    plan: StagePlan
     key: str  # MLflow run key
     params: dict[str, Any]  # searched values, user form
     model: ModelConfig
@@ -64,7 +65,7 @@ def open_trial(
     key = tracker.start_trial(plan.name, trial.number, logged)
     trial.set_user_attr(MLFLOW_RUN_KEY, key)
     trial.set_user_attr("stage", plan.name)
-    return LiveTrial(trial, key, params, model, train)
+    return LiveTrial(trial, plan, key, params, model, train)
 
 
 def close_trial(
@@ -86,6 +87,17 @@ def close_trial(
     live.trial.study.tell(live.trial, value if state is TrialState.COMPLETE else None, state=state)
 
 
+def requeue(
+    study: optuna.Study, plan: StagePlan, params: dict[str, Any], attrs: dict[str, Any]
+) -> None:
+    """An interrupted trial's configuration is queued again when the stage must evaluate it:
+    a queued one (an `enqueue` entry, a re-tune's incumbent) or a grid point. Other samplers
+    simply draw anew."""
+    if plan.spec.sampler is SamplerName.GRID or QUEUED in attrs:
+        kept = {k: attrs[k] for k in (QUEUED, INCUMBENT) if k in attrs}
+        study.enqueue_trial(params, user_attrs=kept)
+
+
 def reissue_interrupted(
     storage: optuna.storages.BaseStorage,
     study: optuna.Study,
@@ -93,14 +105,9 @@ def reissue_interrupted(
     tracker: Tracker,
     note: Callable[[str], None],
 ) -> None:
-    """Trials a stopped driver left running fail as interrupted; their budget is re-issued.
-    A queued configuration (an `enqueue` entry, a re-tune's incumbent) or a grid point is
-    queued again, so the stage still evaluates it; other samplers simply draw anew."""
-    requeue_all = plan.spec.sampler is SamplerName.GRID
+    """Trials a stopped driver left running fail as interrupted; their budget is re-issued."""
     for stale in fail_interrupted(storage, study):
-        if requeue_all or QUEUED in stale.user_attrs:
-            kept = {k: stale.user_attrs[k] for k in (QUEUED, INCUMBENT) if k in stale.user_attrs}
-            study.enqueue_trial(stale.params, user_attrs=kept)
+        requeue(study, plan, stale.params, stale.user_attrs)
         # A driver killed between asking Optuna and recording the trial's run left no run:
         # make one now, so every trial has its record.
         key = stale.user_attrs.get(MLFLOW_RUN_KEY) or tracker.start_trial(

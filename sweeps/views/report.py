@@ -13,7 +13,6 @@ import math
 from datetime import datetime
 from typing import Any
 
-import optuna
 import plotly.graph_objects as go
 
 from caviar.sweeps.search.ranking import sweep_best
@@ -43,7 +42,7 @@ def report_sections(spec: SweepSpec, stages: list[StageTrials]) -> dict[str, go.
 
 def build_report(spec: SweepSpec, stages: list[StageTrials]) -> str:
     """The whole page as one HTML string (plotly.js inlined once; no network needed)."""
-    parts = [_header(spec, stages, merged_study(spec, stages), spec.objective.metric)]
+    parts = [_header(spec, stages, spec.objective.metric)]
     inline_js: bool | str = "inline"
     for title, content in report_sections(spec, stages).items():
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -55,7 +54,7 @@ def build_report(spec: SweepSpec, stages: list[StageTrials]) -> str:
     return _PAGE.format(title=html.escape(f"caviar · {spec.name}"), body="\n".join(parts))
 
 
-def _header(spec: SweepSpec, stages: list[StageTrials], merged: optuna.Study, metric: str) -> str:
+def _header(spec: SweepSpec, stages: list[StageTrials], metric: str) -> str:
     rows = []
     for stage in stages:
         counts = count_states(stage.trials)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -23,11 +23,12 @@ runner = CliRunner()
 
 
 def shifted_digits(folder):
-    """The digits as a noisier sensor would see them now: same labels, much more noise."""
+    """The digits as they come now: a small recent sample. An epoch has a few steps instead of
+    a few dozen, so the champion's learning rate underfits and a larger one wins clearly."""
     digits = load_digits()
-    noisy = digits.data + np.random.default_rng(0).normal(0, 6.0, digits.data.shape)
+    recent = np.random.default_rng(0).permutation(len(digits.target))[:200]
     path = folder / "digits-now.npz"
-    np.savez(path, pixels=noisy, label=digits.target)
+    np.savez(path, pixels=digits.data[recent], label=digits.target[recent])
     return path
 
 
@@ -145,3 +146,39 @@ def test_retune_section_is_validated(tmp_path):
     assert result.exit_code == 2
     assert "retune.schedule: not a cron expression" in result.output
     yaml.safe_load(spec.read_text())  # the file itself stays readable
+
+
+def _age(client, days: float) -> None:
+    """Make the champion look `days` old (as if promoted, or last re-based, back then)."""
+    version = client.get_model_version_by_alias("tiny", "champion")
+    then = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+    for tag in ("promoted_at", "rebased_at"):
+        client.set_model_version_tag("tiny", version.version, tag, then)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_instance")
+def test_a_champion_stale_by_age_is_kept_re_based_and_then_fresh(swept, tmp_path):
+    from mlflow import MlflowClient
+
+    spec, folder = copy_of(swept, tmp_path, retune={"trials": 2, "explore": 0.5})
+    where = ["--run-dir", str(folder)]
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    _age(client, 40)
+    old = runner.invoke(app, ["retest", str(spec), *where, "--json"])
+    assert old.exit_code == 3 and "days old" in json.loads(old.stdout)["reasons"][0]
+
+    kept = json.loads(runner.invoke(app, ["retune", str(spec), *where, "--json"]).stdout)
+    assert kept["replaced"] is False, "same data: no challenger beats it beyond the noise"
+    version = client.get_model_version_by_alias("tiny", "champion")
+    assert "rebased_at" in version.tags and json.loads(version.tags["reference"])["seeds"]
+    again = runner.invoke(app, ["retest", str(spec), *where, "--json"])
+    assert again.exit_code == 0, again.output  # re-based: fresh, and young again
+    assert json.loads(again.stdout)["retest"]["drop"] == pytest.approx(0.0, abs=1e-9)
+
+    rerun = json.loads(runner.invoke(app, ["retune", str(spec), *where, "--json"]).stdout)
+    assert rerun["retune"] == kept["retune"], "no new verdict: the same re-tune, continued"
+    _age(client, 40)
+    assert runner.invoke(app, ["retest", str(spec), *where, "--json"]).exit_code == 3
+    newer = json.loads(runner.invoke(app, ["retune", str(spec), *where, "--json"]).stdout)
+    assert newer["retune"] != kept["retune"], "a new stale verdict starts a new re-tune"

@@ -58,9 +58,63 @@ def _error(tmp_path, spec) -> str:
             "1.5 is not a valid momentum",
         ),
         (
-            {"space": {"hidden_units": {"scale": "log", "low": 1.5, "high": 8.0}}},
-            "space.hidden_units",
+            {"space": {"hidden_units": {"scale": "int", "low": 1.5, "high": 8}}},
+            "space.hidden_units.low",
             "valid integer",
+        ),
+        (  # a float scale on an integer field: every trial would crash in the driver
+            {"space": {"hidden_units": {"scale": "log", "low": 32, "high": 512}}},
+            "space.hidden_units",
+            "whole number; use `scale: int`",
+        ),
+        (
+            {"space": {"optimizer": {"scale": "linear", "low": 0, "high": 1}}},
+            "space.optimizer",
+            "list its values as `choices`",
+        ),
+        (
+            {"stages": [{"name": "s", "trials": 2, "enqueue": [{"lr": 5.0}]}]},
+            "stages[0].enqueue[0].lr",
+            "outside space.lr [0.0001, 1.0]",
+        ),
+        (
+            {"stages": [{"name": "s", "trials": 2, "enqueue": [{"lr": "fast"}]}]},
+            "stages[0].enqueue[0].lr",
+            "'fast' is outside",
+        ),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"seed": 2**40}, "seed", "less than or equal to 2147483647"),
+        ({"train": {"seed": -3}}, "train.seed", "greater than or equal to 0"),
+        (
+            {
+                "stages": [
+                    {"name": "s", "trials": 4, "pruner": {"kind": "median", "warmup_epochs": 3}}
+                ]
+            },
+            "stages[0].pruner.warmup_epochs",
+            "no epoch at which a trial of 4 epochs could be pruned",
+        ),
+        (
+            {
+                "stages": [
+                    {
+                        "name": "s",
+                        "trials": 4,
+                        "epochs": 3,
+                        "pruner": {"kind": "hyperband", "min_epochs": 3},
+                    }
+                ]
+            },
+            "stages[0].pruner.min_epochs",
+            "not below the stage's 3 epochs",
+        ),
+        ({"experiment": "../elsewhere"}, "experiment", "should match pattern"),
+        ({"registered_model": "it's"}, "registered_model", "should match pattern"),
+        ({"retune": {"schedule": "0 3 1 * 1"}}, "retune.schedule", "both set"),
+        (
+            {"data": {"source": "digits", "test_fraction": 0}},
+            "data.test_fraction",
+            "greater than 0",
         ),
         (
             {"data": {"source": "mnist1d", "samples": 10}},
@@ -86,6 +140,13 @@ def test_missing_field_and_duplicate_stage_names(tmp_path):
     assert "names must be distinct" in _error(tmp_path, spec)
     del spec["space"]
     assert "space: required field is missing" in _error(tmp_path, spec)
+
+
+def test_a_spec_that_is_not_utf8_text_is_named(tmp_path):
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(b"name: x\n\xff\xfe\x00\x01")
+    with pytest.raises(SpecError, match=r"model\.yaml: byte 8 is not UTF-8 text"):
+        load_spec(binary)
 
 
 def test_unreadable_files(tmp_path):
@@ -115,3 +176,13 @@ def test_fingerprint_ignores_budget_but_not_space(tmp_path):
     other["space"]["lr"]["high"] = 0.5
     changed = load_spec(write_spec(tmp_path, other))
     assert base.fingerprint() == more.fingerprint() != changed.fingerprint()
+
+
+def test_fingerprint_survives_moving_the_folder(tmp_path):
+    spec = spec_dict(data={"source": "csv", "path": "table.csv", "target": "y"})
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    here = load_spec(write_spec(tmp_path / "a", spec))
+    there = load_spec(write_spec(tmp_path / "b", spec))
+    assert here.data.path != there.data.path
+    assert here.fingerprint() == there.fingerprint()
