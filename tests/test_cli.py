@@ -49,7 +49,8 @@ def test_sweep_status_report_and_mlflow_end_to_end(tmp_path):
     assert "best" in result.output and "box around the best 2 trial(s) so far" in result.output
 
     report = status_json(spec, run_dir)
-    assert set(report) == {"name", "trials", "best", "stages"} and report["name"] == "tiny"
+    assert set(report) == {"name", "trials", "best", "stages", "selection", "mlflow"}
+    assert report["name"] == "tiny" and report["mlflow"] == {"waiting": 0, "refused": []}
     trials = report["trials"]
     assert set(trials) == {"complete", "pruned", "failed", "running"}
     assert trials["complete"] + trials["pruned"] + trials["failed"] == 12
