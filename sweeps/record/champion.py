@@ -99,7 +99,11 @@ class ChampionKeeper:
 
     def retrain(self, best: Candidate, executor: TrialExecutor) -> Path | None:
         """Train the candidate's configuration again (same seed and data: the same network)."""
-        self.note(f"champion {best.label}: its weights were lost; retraining them")
+        why = "its weights were lost" if best.checkpoint else "its weights were not kept"
+        self.note(
+            f"champion {best.label}: {why}; retraining its configuration (seed "
+            f"{best.train.seed}), which reproduces it"
+        )
         key = -1  # no Optuna trial has a negative number
         done = run_to_completion(executor, [TrialJob(key, best.model, best.train)], True)[key]
         if not isinstance(done, Trained) or done.weights is None:
