@@ -16,10 +16,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(BIN)/caviar
 
-$(BIN)/caviar: pyproject.toml
+# The example plugin (examples/plugin) is installed too: the tests sweep with its model family
+# and data source, as a user's own package would be used.
+$(BIN)/caviar: pyproject.toml examples/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/plugin
 	@touch $@
 
 # Debian's Chromium and ChromeDriver for the browser test (skipped, with the reason, without).
@@ -67,6 +70,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@mkdir -p build/typecheck/caviar
+	@ln -sf ../../../caviar/__init__.py build/typecheck/caviar/__init__.py
 	@for p in models sweeps cluster; do ln -sfn ../../../$$p build/typecheck/caviar/$$p; done
 	$(BIN)/mypy
 

@@ -9,8 +9,9 @@ in PyTorch, Adam's second beta), `beta1` Adam's first.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Activation(StrEnum):
@@ -32,14 +33,43 @@ class LrSchedule(StrEnum):
 
 
 class ModelConfig(BaseModel):
-    """Shape of the network; every field may also be searched in a spec's `space`."""
+    """Shape of a network: `family` names the model family (see `caviar.models.families`), the
+    other fields are that family's, and every one of them may be searched in a spec's `space`.
+    A plugin family's config subclasses this with `family: Literal["<its name>"]`."""
 
     model_config = ConfigDict(extra="forbid")
 
+    family: str = Field(description="The model family: mlp, cnn1d, or a plugin's.")
+
+
+class MlpConfig(ModelConfig):
+    """`layers` blocks of Linear -> BatchNorm1d -> activation, then a linear softmax head."""
+
+    family: Literal["mlp"] = "mlp"
     hidden_units: int = Field(128, ge=1, description="Width of every hidden layer.")
     layers: int = Field(2, ge=1, description="Number of hidden blocks.")
     batch_norm: bool = Field(True, description="BatchNorm1d after each hidden Linear layer.")
     activation: Activation = Field(Activation.RELU, description="Non-linearity of hidden blocks.")
+
+
+class Cnn1dConfig(ModelConfig):
+    """The features read as one channel of length n: `blocks` of Conv1d (no bias) ->
+    BatchNorm1d -> ReLU (-> max pooling by 2), global average pooling, dropout, a linear
+    softmax head."""
+
+    family: Literal["cnn1d"] = "cnn1d"
+    channels: int = Field(32, ge=1, description="Channels of every convolution.")
+    blocks: int = Field(3, ge=1, description="Number of convolution blocks.")
+    kernel_size: int = Field(5, ge=1, description="Width of every convolution kernel (odd).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
+    pool: bool = Field(True, description="Halve the length after each block (max pooling).")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-length padding), but got {size}")
+        return size
 
 
 class TrainConfig(BaseModel):

@@ -1,4 +1,5 @@
-"""The network: `layers` x (Linear -> BatchNorm1d -> activation), then a linear softmax head.
+"""The `mlp` family: `layers` x (Linear -> BatchNorm1d -> activation), then a linear softmax
+head; and what every family's network is wrapped in to be deployed.
 
 With batch norm on, the hidden Linear layers carry no bias: BatchNorm subtracts the batch mean,
 which cancels any bias, and its own shift (beta) plays that role. The head returns logits; the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from caviar.models.config import Activation, ModelConfig
+from caviar.models.config import Activation, MlpConfig
 
 _ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.RELU: nn.ReLU,
@@ -20,7 +21,7 @@ _ACTIVATIONS: dict[Activation, type[nn.Module]] = {
 }
 
 
-def build_network(n_features: int, n_classes: int, config: ModelConfig) -> nn.Sequential:
+def build_mlp(n_features: int, n_classes: int, config: MlpConfig) -> nn.Sequential:
     """An MLP mapping (batch, n_features) inputs to (batch, n_classes) logits."""
     blocks: list[nn.Module] = []
     width = n_features

@@ -17,8 +17,8 @@ from torch.nn import functional as F
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
+from caviar.models.families import build_network
 from caviar.models.metrics import EpochMetrics
-from caviar.models.net import build_network
 from caviar.models.optim import build_optimizer, lr_factor
 
 

@@ -25,6 +25,7 @@ from caviar.sweeps.record.tracking import (
     local_artifacts,
     spool_dir,
 )
+from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
@@ -55,13 +56,24 @@ class Locations:
 
 @dataclass(frozen=True)
 class SweepOutcome:
+    """What a sweep found and where it keeps it."""
+
     result: SweepResult
     seconds: float  # wall time of the sweep, from the lock to the end
     mlflow_seconds: float  # of which the driver spent waiting on MLflow
+    where: Locations
+    model_name: str  # the champion's registered model
 
     @property
     def best(self) -> Best:
+        """The champion's trial (or the best one, when no champion could be published)."""
         return self.result.best
+
+    @property
+    def champion(self) -> str | None:
+        """The champion's registry URI (`mlflow.pyfunc.load_model` takes it); None if no trial
+        completed."""
+        return f"models:/{self.model_name}@champion" if self.best.value is not None else None
 
     @property
     def mlflow_share(self) -> float:
@@ -104,7 +116,8 @@ def execute_sweep(
             champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
             driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
             result = driver.run()
-        return SweepOutcome(result, time.perf_counter() - start, tracker.seconds)
+        seconds = time.perf_counter() - start
+        return SweepOutcome(result, seconds, tracker.seconds, where, spec.model_name)
 
 
 @contextmanager
@@ -149,6 +162,7 @@ def open_record(spec: SweepSpec, where: Locations, source: dict[str, str]) -> Tr
             "stages": ", ".join(f"{s.name}:{s.trials}" for s in spec.stages),
         },
         files={**source, "resolved_spec.yaml": resolved},
+        view=trials_view(spec.objective.metric, str(spec.objective.direction), list(spec.space)),
     )
     return tracker
 

@@ -25,6 +25,7 @@ from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker, local_artifacts, spool_dir
+from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.driver import SweepDriver
 from caviar.sweeps.search.specfile import load_spec
@@ -166,7 +167,8 @@ def run_local_sweep(
         progress=RecordingProgress(),
         tracking_uri=uri,
     )
-    sweep.tracker.start_sweep(spec.name, {}, {}, {})
+    view = trials_view(spec.objective.metric, str(spec.objective.direction), list(spec.space))
+    sweep.tracker.start_sweep(spec.name, {}, {}, {}, view=view)
     champion = ChampionKeeper(
         data, sweep.tracker, folder / "checkpoints", spec.name, sweep.progress.note
     )
@@ -223,6 +225,10 @@ class MlflowServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"mlflow server on port {self.port} did not start; see {log.name}")
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir.parent / f"mlflow-server-{self.port}.log"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -33,33 +33,32 @@ def browser():
     driver.quit()
 
 
-def test_mlflow_ui_shows_the_sweep_trials_and_val_accuracy_chart(swept, browser, tmp_path):
+def test_caviar_ui_lands_on_the_trials_compared_not_the_genai_start_page(swept, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     server = MlflowServer(swept.folder, free_port())
     server.start()
     try:
-        experiment = swept.experiment_id
-        browser.get(f"{server.url}/#/experiments/{experiment}/runs?compareRunsMode=CHART")
+        printed = [line for line in server.log.read_text().splitlines() if "compared:" in line]
+        assert printed, f"caviar ui names no page to open:\n{server.log.read_text()}"
+        landing = printed[-1].split("compared: ", 1)[1].strip()
+        assert landing.startswith(server.url)
+        browser.get(landing)
         wait = WebDriverWait(browser, 60)
         page = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
-        wait.until(lambda _: "tiny" in page())
-        # Trials are nested under the sweep's parent run: expand it, as a user would.
-        expand = wait.until(
-            lambda d: d.find_element(
-                By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"
-            )
-        )
-        expand.click()
         wait.until(lambda _: "coarse-000" in page() and "val_accuracy" in page())
         text = page()
+        assert "Welcome to MLflow" not in text, "the GenAI start page"
+        assert "Model training" in text and "Parameters" in text and "Metrics" in text
         trial_names = {f"coarse-{n:03d}" for n in range(8)} | {
             f"fine-{n:03d}" for n in range(8, 14)
         }
         shown = {name for name in trial_names if name in text}
-        assert len(shown) >= 8, f"trial runs on the page: {sorted(shown)}"
-        assert "val_accuracy" in text and "train_loss" in text
+        assert len(shown) >= 8, f"trial runs on the first page: {sorted(shown)}"
+        headers = browser.find_elements(By.CSS_SELECTOR, "[role='columnheader']")
+        columns = {h.text.strip() for h in headers}
+        assert {"val_accuracy", "lr", "momentum"} <= columns, sorted(columns)
     finally:
         browser.save_screenshot(str(tmp_path / "mlflow-ui.png"))
         server.stop()

@@ -27,7 +27,8 @@ from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, Weights, run_to_completion
-from caviar.models.net import build_network, deployable
+from caviar.models.families import build_network, model_config
+from caviar.models.net import deployable
 from caviar.sweeps.record.champion_export import save_champion
 from caviar.sweeps.record.tracking import Tracker
 
@@ -114,7 +115,7 @@ class ChampionKeeper:
         """The deployable network of a checkpoint: raw inputs -> class probabilities."""
         saved = torch.load(checkpoint, weights_only=True)
         network = build_network(
-            self.data.n_features, self.data.n_classes, ModelConfig.model_validate(saved["model"])
+            self.data.n_features, self.data.n_classes, model_config(saved["model"])
         )
         network.load_state_dict(saved["weights"])
         return deployable(
@@ -132,10 +133,16 @@ class ChampionKeeper:
         accuracy = self.test_accuracy(network)
         assert best.key is not None
         with tempfile.TemporaryDirectory() as folder:
-            model_dir = save_champion(network, self.data, Path(folder))
+            saved = save_champion(network, self.data, Path(folder))
+            if saved.fallback:
+                self.note(
+                    f"champion {best.label}: torch.export cannot capture this network "
+                    f"({saved.fallback}); it is saved pickled (network.pt) instead, which "
+                    f"loads only where {_defining_package(network)} is installed"
+                )
             self.tracker.publish_model(
                 best.key,
-                model_dir,
+                saved.model_dir,
                 self.model_name,
                 metrics={"test_accuracy": accuracy},
                 tags=self._version_tags(best, metric, accuracy),
@@ -154,6 +161,15 @@ class ChampionKeeper:
             "reference": reference_json(best.reference),
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+
+def _defining_package(network: torch.nn.Module) -> str:
+    """The package whose modules the network is made of (beyond torch and caviar)."""
+    for module in network.modules():
+        package = type(module).__module__.split(".")[0]
+        if package not in ("torch", "caviar"):
+            return package
+    return "torch"
 
 
 def reference_json(reference: dict[int, float]) -> str:
@@ -220,9 +236,7 @@ def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
             if promoted
             else datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
         ),
-        model=ModelConfig.model_validate(
-            {k: v for k, v in params.items() if k in ModelConfig.model_fields}
-        ),
+        model=model_config(params, among=True),
         train=TrainConfig.model_validate(
             {k: v for k, v in params.items() if k in TrainConfig.model_fields}
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -27,16 +28,22 @@ MODEL_CODE = Path(__file__).with_name("champion_model.py")
 logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
 
-def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> Path:
+@dataclass(frozen=True)
+class SavedChampion:
+    model_dir: Path
+    fallback: str | None  # why the network was pickled instead of exported, if it was
+
+
+def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> SavedChampion:
     """Write the MLflow model of `network` (raw inputs -> class probabilities, in eval mode)
-    under `folder`; returns the model's folder."""
+    under `folder`. The network is exported with `torch.export`; one it cannot capture (a
+    plugin's data-dependent control flow, say) is saved pickled instead, which loads only
+    where the package that defines it is installed."""
     example = raw_frame(data, data.x_test[:5])
     inputs = torch.tensor(example.to_numpy(dtype=np.float32))
-    program = torch.export.export(
-        network.eval(), (inputs,), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, folder / "network.pt2")
-    meta = {"features": list(data.features), "classes": list(data.classes)}
+    network.eval()
+    stored, fallback = _store(network, inputs, folder)
+    meta = {"features": list(data.features), "classes": list(data.classes), "format": stored.suffix}
     (folder / "meta.json").write_text(json.dumps(meta))
     with torch.no_grad():
         probabilities = pd.DataFrame(network(inputs).numpy(), columns=list(data.classes))
@@ -49,7 +56,7 @@ def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> Path
     mlflow.pyfunc.save_model(
         model_dir,
         python_model=str(MODEL_CODE),
-        artifacts={"network": str(folder / "network.pt2"), "meta": str(folder / "meta.json")},
+        artifacts={"network": str(stored), "meta": str(folder / "meta.json")},
         signature=signature,
         input_example=example,
         pip_requirements=[
@@ -58,7 +65,23 @@ def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> Path
             f"mlflow=={mlflow.__version__}",
         ],
     )
-    return model_dir
+    return SavedChampion(model_dir, fallback)
+
+
+def _store(network: torch.nn.Module, inputs: torch.Tensor, folder: Path) -> tuple[Path, str | None]:
+    """`network.pt2` (an exported program, any batch size), or `network.pt` (the pickled
+    module) with the reason when export fails."""
+    try:
+        program = torch.export.export(
+            network, (inputs,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+        )
+    except Exception as exc:  # torch.export's many refusals all mean "cannot capture this"
+        path = folder / "network.pt"
+        torch.save(network, path)
+        return path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    path = folder / "network.pt2"
+    torch.export.save(program, path)
+    return path, None
 
 
 def raw_frame(data: Dataset, x: np.ndarray) -> pd.DataFrame:

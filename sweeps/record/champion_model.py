@@ -2,8 +2,10 @@
 
 This file is copied into every champion's model folder and runs where the model is loaded; it
 needs torch, pandas and MLflow, not caviar. Its artifacts are `network` (the trained network
-with the training split's scaling and a softmax, exported by `torch.export`) and `meta`
-(the input columns in training order, their types, and the class labels).
+with the training split's scaling and a softmax, exported by `torch.export` as `network.pt2`;
+a network `torch.export` cannot capture is pickled as `network.pt`, and then loading needs the
+package that defines it) and `meta` (the input columns in training order, the class labels,
+the format).
 
 `predict(frame)` takes a DataFrame with the named input columns in any order (extra columns
 are ignored) and returns a DataFrame of class probabilities whose columns are the class labels;
@@ -28,7 +30,10 @@ class Champion(PythonModel):
             meta = json.load(handle)
         self.features: list[str] = meta["features"]
         self.classes: list[str] = meta["classes"]
-        self.network = torch.export.load(context.artifacts["network"]).module()
+        if meta.get("format", ".pt2") == ".pt2":  # exported by torch.export: any batch size
+            self.network = torch.export.load(context.artifacts["network"]).module()
+        else:  # pickled (torch.export could not capture it): needs its package installed
+            self.network = torch.load(context.artifacts["network"], weights_only=False).eval()
 
     # A DataFrame hint tells MLflow to keep the model's own signature (named input columns,
     # class-label outputs) rather than derive one from the hints.

@@ -58,6 +58,10 @@ class MlflowOperations:
         if kind == "create_run":
             self._create_run(op)
             return
+        if kind == "experiment_tags":
+            for tag, value in op["tags"].items():
+                self.client.set_experiment_tag(self._experiment(), tag, value)
+            return
         if kind == "tag_version":
             version = self.client.get_model_version_by_alias(op["model"], op["alias"])
             for tag, value in op["tags"].items():

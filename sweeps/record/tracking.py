@@ -81,9 +81,17 @@ class Tracker:
     # -- the sweep ------------------------------------------------------------------------------
 
     def start_sweep(
-        self, name: str, params: dict[str, Any], tags: dict[str, str], files: dict[str, str]
+        self,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        files: dict[str, str],
+        view: dict[str, str] | None = None,
     ) -> None:
-        """Open the sweep's parent run, reusing the one an earlier driver created."""
+        """Open the sweep's parent run, reusing the one an earlier driver created; `view`
+        tags the experiment with its comparison view (`view.trials_view`)."""
+        if view:
+            self.writer.tag_experiment(view)
         self.writer.create_run(
             self.sweep_key, name, {ROLE: SWEEP_ROLE, MLFLOW_RUN_NAME: name, SWEEP_TAG: name}
         )

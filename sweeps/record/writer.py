@@ -116,6 +116,10 @@ class MlflowWriter:
         self._submit({"op": "tag_version", "key": "", "model": model, "alias": alias,
                       "tags": tags})  # fmt: skip
 
+    def tag_experiment(self, tags: dict[str, str]) -> None:
+        """Set tags on the experiment itself (created if it does not exist yet)."""
+        self._submit({"op": "experiment_tags", "key": "", "tags": tags})
+
     @property
     def pending(self) -> int:
         """Operations not applied yet."""

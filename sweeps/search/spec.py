@@ -23,10 +23,15 @@ from pydantic import (
 )
 
 from caviar.models.config import ModelConfig, TrainConfig
-from caviar.models.data import DataSpec
 from caviar.sweeps.ops.cron import cron_trigger
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.params import Param
+from caviar.sweeps.search.sections import (
+    DEFAULT_FAMILY,
+    DataSection,
+    ModelSection,
+    with_default_family,
+)
 from caviar.sweeps.search.space import SearchSpace
 from caviar.sweeps.search.spec_checks import check_space, check_stages
 
@@ -130,7 +135,7 @@ class RetuneSpec(Strict):
     tolerance: float = Field(0.02, ge=0, description="Stale when the score drops by more.")
     max_age_days: float = Field(30, gt=0, description="Stale when the champion is older.")
     seeds: int = Field(3, ge=1, description="Re-test trains the champion's config this often.")
-    data: DataSpec | None = Field(
+    data: DataSection | None = Field(
         None, description="The data as it is now, when it differs from `data` (drift demos)."
     )
     trials: int = Field(24, ge=1, description="Re-tune budget, besides the re-evaluated trials.")
@@ -167,8 +172,8 @@ class ParallelSpec(Strict):
 
 class SweepSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Sweep name; running it again resumes.")
-    data: DataSpec
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataSection
+    model: ModelSection = Field(default_factory=DEFAULT_FAMILY)
     train: TrainConfig = Field(default_factory=TrainConfig)
     space: dict[str, Param] = Field(description="The searched hyperparameters and their scales.")
     stages: list[StageSpec] = Field(min_length=1, description="Search stages, run in order.")
@@ -186,6 +191,11 @@ class SweepSpec(Strict):
         None, pattern=NAME_PATTERN, description="Registry name of the champion; default: `name`."
     )
     _folder: Path | None = PrivateAttr(None)  # the spec file's folder, when read from one
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults_to_mlp(cls, raw: Any) -> Any:
+        return with_default_family(raw)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> SweepSpec:
@@ -212,9 +222,10 @@ class SweepSpec(Strict):
         self, values: dict[str, Any], epochs: int | None = None
     ) -> tuple[ModelConfig, TrainConfig]:
         """The model and training configs of one trial: the spec's, with `values` put in."""
+        family = type(self.model)
         model = {
             **self.model.model_dump(),
-            **{k: v for k, v in values.items() if k in ModelConfig.model_fields},
+            **{k: v for k, v in values.items() if k in family.model_fields},
         }
         train = {
             **self.train.model_dump(),
@@ -222,7 +233,7 @@ class SweepSpec(Strict):
         }
         if epochs is not None:
             train["epochs"] = epochs
-        return ModelConfig.model_validate(model), TrainConfig.model_validate(train)
+        return family.model_validate(model), TrainConfig.model_validate(train)
 
     def fingerprint(self) -> str:
         """Hash of what defines the results; budgets and parallelism may change on resume.

@@ -13,20 +13,29 @@ from caviar.sweeps.search.params import ChoiceParam, IntParam
 if TYPE_CHECKING:
     from caviar.sweeps.search.spec import StageSpec, SweepSpec
 
-# Config fields that describe the run rather than the model being searched.
-NOT_SEARCHABLE = {"epochs", "seed", "device"}
-FIELDS = {**ModelConfig.model_fields, **TrainConfig.model_fields}
-HYPERPARAMETERS: tuple[str, ...] = tuple(name for name in FIELDS if name not in NOT_SEARCHABLE)
+# Config fields that describe the run rather than the network being searched.
+NOT_SEARCHABLE = {"family", "epochs", "seed", "device"}
+
+
+def searchable(model: ModelConfig) -> dict[str, Any]:
+    """Name -> field of what a spec with this model family may search: the family's fields and
+    the training fields, less what describes the run."""
+    fields = {**type(model).model_fields, **TrainConfig.model_fields}
+    return {name: f for name, f in fields.items() if name not in NOT_SEARCHABLE}
 
 
 def check_space(spec: SweepSpec) -> None:
     """Every searched name is a hyperparameter, its scale fits the field's type, and both ends
     of its range (or every choice) make a valid config."""
+    fields = searchable(spec.model)
     for name, param in spec.space.items():
-        if name not in HYPERPARAMETERS:
-            known = ", ".join(HYPERPARAMETERS)
-            raise ValueError(f"space.{name}: unknown hyperparameter; expected one of {known}")
-        _check_scale_fits(name, param)
+        if name not in fields:
+            known = ", ".join(fields)
+            raise ValueError(
+                f"space.{name}: unknown hyperparameter for the {spec.model.family} family; "
+                f"expected one of {known}"
+            )
+        _check_scale_fits(name, param, fields[name].annotation)
         extremes = param.choices if isinstance(param, ChoiceParam) else [param.low, param.high]
         for value in extremes:
             problem = _config_problem(spec, {name: param.to_value(param.to_internal(value))})
@@ -34,8 +43,7 @@ def check_space(spec: SweepSpec) -> None:
                 raise ValueError(f"space.{name}: {value!r} is not a valid {name}: {problem}")
 
 
-def _check_scale_fits(name: str, param: Any) -> None:
-    kind = FIELDS[name].annotation
+def _check_scale_fits(name: str, param: Any, kind: Any) -> None:
     if isinstance(param, ChoiceParam):
         return
     scale = getattr(param, "scale", "")

@@ -18,6 +18,7 @@ for command in (
     cli_ops.schedule,
     cli_records.sync,
     cli_records.ui,
+    cli_sweep.plugins,
 ):
     app.command()(command)
 

@@ -181,19 +181,41 @@ def ui(
         backend = store or default_tracking_uri(run_dir)
         if store is None and not (run_dir / "mlflow.db").exists():
             console.print(f"[yellow]no sweep recorded in {run_dir} yet: run `make sweep`[/yellow]")
-        artifacts = (run_dir / "artifacts").resolve()
-        command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend,
-            "--artifacts-destination", artifacts.as_uri(),
-            "--host", host,
-            "--port", str(port),
-        ]  # fmt: skip
+        command = _server_command(run_dir, backend, host, port)
         console.print(f"MLflow UI on http://{host}:{port} (store {backend}); Ctrl-C stops it")
+        landing = _landing(backend, f"http://{host}:{port}")
+        if landing:
+            console.print(f"the trials of the latest sweep, compared: {landing}", soft_wrap=True)
         try:
             raise typer.Exit(subprocess.call(command))
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+
+
+def _server_command(run_dir: Path, backend: str, host: str, port: int) -> list[str]:
+    """`mlflow server` over `backend`, its artifacts in RUN_DIR/artifacts."""
+    artifacts = (run_dir / "artifacts").resolve().as_uri()
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", artifacts,
+        "--host", host,
+        "--port", str(port),
+    ]  # fmt: skip
+
+
+def _landing(backend: str, base: str) -> str | None:
+    """The comparison view of the most recently updated sweep in the store (none yet: None)."""
+    from mlflow import MlflowClient
+
+    from caviar.sweeps.record.view import VIEW_TAG, landing_url
+
+    if backend.startswith("sqlite:///") and not Path(backend.removeprefix("sqlite:///")).exists():
+        return None
+    found = MlflowClient(backend).search_experiments(
+        filter_string=f"tags.`{VIEW_TAG}` != ''", order_by=["last_update_time DESC"]
+    )
+    return landing_url(base, found[0].experiment_id) if found else None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -1,4 +1,5 @@
-"""`caviar sweep`, `caviar validate`, `caviar train`: run a sweep, check a spec, train one model."""
+"""`caviar sweep`, `caviar validate`, `caviar train`, `caviar plugins`: run a sweep, check a
+spec, train one model, list what can be trained and loaded."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from caviar.models.errors import CaviarError
-from caviar.sweeps.views.app import console, short, user_errors
+from caviar.sweeps.views.app import console, errors, short, user_errors
 from caviar.sweeps.views.options import RunDir, SpecArg, Storage, TrackingUri
 
 
@@ -91,7 +92,7 @@ def train(
 
     with user_errors():
         loaded = load_spec(spec)
-        values = _parse_overrides(overrides or [])
+        values = _parse_overrides(overrides or [], loaded.model)
         try:
             model, config = loaded.configs(values, epochs=epochs)
         except ValidationError as exc:
@@ -127,10 +128,11 @@ def _show_epoch(m: Any) -> Any:
     return Decision.CONTINUE
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    from caviar.models.config import ModelConfig, TrainConfig
+def _parse_overrides(pairs: list[str], model: Any) -> dict[str, Any]:
+    """KEY=VALUE pairs of `model`'s family fields and the training fields (YAML values)."""
+    from caviar.models.config import TrainConfig
 
-    known = {*ModelConfig.model_fields, *TrainConfig.model_fields}
+    known = {*type(model).model_fields, *TrainConfig.model_fields} - {"family"}
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -147,3 +149,28 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def _bar(fraction: float, width: int = 20) -> str:
     filled = max(0, min(width, round(fraction * width)))
     return "█" * filled + "·" * (width - filled)
+
+
+def plugins() -> None:
+    """List the model families and data sources this installation knows, and where each
+    comes from (built in, or the installed package that registered it)."""
+    from caviar.models.data import SourceConfig
+    from caviar.models.plugins import broken, data_sources, model_families
+
+    common = set(SourceConfig.model_fields)  # every source's split settings
+    for title, registry, field in (
+        ("model families (model.family)", model_families(), "family"),
+        ("data sources (data.source; all also take val_fraction, test_fraction, split_seed)",
+         data_sources(), "source"),
+    ):  # fmt: skip
+        table = Table("name", "from", "fields", title=title)
+        for name, entry in registry.items():
+            fields = [f for f in entry.plugin.config.model_fields if f != field and f not in common]
+            table.add_row(name, entry.origin, ", ".join(fields) or "-")
+        console.print(table)
+    for left_out in broken():
+        errors.print(
+            f"{left_out.group} '{left_out.name}' from {left_out.origin} is left out: "
+            f"{left_out.reason}",
+            highlight=False,
+        )

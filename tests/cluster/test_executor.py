@@ -10,14 +10,15 @@ import pytest
 
 from caviar.cluster.executor import RayExecutor
 from caviar.cluster.runtime import TrialResources, concurrent_slots
-from caviar.models.config import ModelConfig, TrainConfig
-from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.config import MlpConfig, TrainConfig
+from caviar.models.data import build_dataset
 from caviar.models.errors import CaviarError
 from caviar.models.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost
+from caviar.models.sources import DigitsSource
 
 pytestmark = pytest.mark.usefixtures("ray_instance")
 
-JOB = TrialJob(1, ModelConfig(hidden_units=16, layers=1), TrainConfig(epochs=3, lr=0.05))
+JOB = TrialJob(1, MlpConfig(hidden_units=16, layers=1), TrainConfig(epochs=3, lr=0.05))
 
 
 @pytest.fixture(scope="module")

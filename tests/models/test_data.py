@@ -2,13 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caviar.models.data import (
-    DigitsSource,
-    FileSource,
-    Mnist1dSource,
-    build_dataset,
-)
+from caviar.models.data import build_dataset
 from caviar.models.errors import DataError
+from caviar.models.sources import DigitsSource, FileSource, Mnist1dSource
 
 
 def test_digits_split_is_deterministic_and_complete():

@@ -4,8 +4,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from caviar.models.config import ModelConfig
-from caviar.models.net import build_network, predict_proba
+from caviar.models.config import MlpConfig
+from caviar.models.families import build_network
+from caviar.models.net import predict_proba
 
 
 def _linears(network: nn.Module) -> list[nn.Linear]:
@@ -13,7 +14,7 @@ def _linears(network: nn.Module) -> list[nn.Linear]:
 
 
 def test_layout_linear_without_bias_then_batchnorm_then_activation():
-    network = build_network(10, 4, ModelConfig(hidden_units=16, layers=3))
+    network = build_network(10, 4, MlpConfig(hidden_units=16, layers=3))
     kinds = [type(m).__name__ for m in network]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 3 + ["Linear"]
     hidden, head = _linears(network)[:-1], _linears(network)[-1]
@@ -22,14 +23,14 @@ def test_layout_linear_without_bias_then_batchnorm_then_activation():
 
 
 def test_without_batchnorm_linear_layers_keep_their_bias():
-    network = build_network(10, 4, ModelConfig(hidden_units=16, layers=2, batch_norm=False))
+    network = build_network(10, 4, MlpConfig(hidden_units=16, layers=2, batch_norm=False))
     assert not any(isinstance(m, nn.BatchNorm1d) for m in network)
     assert all(layer.bias is not None for layer in _linears(network))
 
 
 def test_softmax_head_matches_the_worked_example():
     # Logits [5, 2, -1, 3] -> e^z / sum e^z = [0.842, 0.042, 0.002, 0.114] (course notes).
-    network = build_network(3, 4, ModelConfig(hidden_units=8, layers=1))
+    network = build_network(3, 4, MlpConfig(hidden_units=8, layers=1))
     head = _linears(network)[-1]
     with torch.no_grad():
         head.weight.zero_()
@@ -45,7 +46,7 @@ def test_softmax_head_matches_the_worked_example():
 
 def test_batchnorm_uses_batch_statistics_in_training_and_running_ones_in_eval():
     torch.manual_seed(0)
-    network = build_network(5, 3, ModelConfig(hidden_units=6, layers=1))
+    network = build_network(5, 3, MlpConfig(hidden_units=6, layers=1))
     bn = network[1]
     x = torch.randn(64, 5) * 3 + 2
     network.train()

@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
-from caviar.models.config import LrSchedule, ModelConfig, TrainConfig
-from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.config import LrSchedule, MlpConfig, TrainConfig
+from caviar.models.data import build_dataset
 from caviar.models.errors import CaviarError
 from caviar.models.optim import lr_factor
+from caviar.models.sources import DigitsSource
 from caviar.models.train import Decision, Outcome, Trainer, choose_device, fit
 
 
@@ -15,7 +16,7 @@ def digits():
     return build_dataset(DigitsSource(source="digits"))
 
 
-SMALL = ModelConfig(hidden_units=32, layers=1)
+SMALL = MlpConfig(hidden_units=32, layers=1)
 
 
 def test_training_lowers_the_loss_and_learns(digits):
@@ -30,7 +31,7 @@ def test_divergence_is_reported_not_raised(digits):
     config = TrainConfig(epochs=5, lr=1e12, momentum=0.99)
     outcome, history, _ = fit(
         digits,
-        ModelConfig(hidden_units=32, layers=2, batch_norm=False),
+        MlpConfig(hidden_units=32, layers=2, batch_norm=False),
         config,
         lambda m: Decision.CONTINUE,
     )

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
+from caviar.models.sources import DigitsSource
 from caviar.sweeps.record.champion_export import raw_frame
 from caviar.sweeps.search.studies import CHAMPION, CHECKPOINT
 from tests.conftest import run_local_sweep

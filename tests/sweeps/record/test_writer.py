@@ -10,9 +10,10 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.data import build_dataset
 from caviar.models.executor import EpochDone
 from caviar.models.inprocess import InProcessExecutor
+from caviar.models.sources import DigitsSource
 from caviar.sweeps.record.operations import KEY_TAG
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.views.cli import app

@@ -6,8 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from caviar.models.data import build_dataset
+from caviar.models.errors import CaviarError
 from caviar.models.executor import EpochDone, TrialCrashed
 from caviar.models.inprocess import InProcessExecutor
+from caviar.models.sources import DigitsSource
 from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
 from tests.conftest import TINY_SPEC, run_local_sweep
 
@@ -105,7 +108,6 @@ class DiesAfter(InProcessExecutor):
 
 
 def test_an_interrupted_sweep_resumes_to_exactly_its_budget(tmp_path):
-    from caviar.models.data import DigitsSource, build_dataset
 
     with pytest.raises(KeyboardInterrupt):
         run_local_sweep(
@@ -135,8 +137,6 @@ class WorkersNeverStart(InProcessExecutor):
 
 
 def test_a_cluster_that_cannot_start_workers_stops_the_sweep_early(tmp_path):
-    from caviar.models.data import DigitsSource, build_dataset
-    from caviar.models.errors import CaviarError
 
     with pytest.raises(CaviarError, match="5 trials in a row lost their worker"):
         run_local_sweep(

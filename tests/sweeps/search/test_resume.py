@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from caviar.models.data import DigitsSource, build_dataset
+from caviar.models.data import build_dataset
+from caviar.models.sources import DigitsSource
 from caviar.sweeps.search.studies import CARRIED_FROM, FAIL_REASON, INTERRUPTED, QUEUED
 from caviar.sweeps.views.cli import app
 from tests.conftest import TINY_SPEC, TWO_STAGES, run_local_sweep, spec_dict, write_spec

@@ -9,7 +9,7 @@ import math
 import optuna
 import pytest
 
-from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.config import MlpConfig, TrainConfig
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.select import SELECTION, Contender, choose
 from caviar.sweeps.views.report import build_report
@@ -21,7 +21,7 @@ from tests.conftest import TWO_STAGES, run_local_sweep
 def contender(number: int, value: float, incumbent: bool = False) -> Contender:
     trial = optuna.trial.create_trial(value=value, params={}, distributions={})
     trial.number = number
-    return Contender((0, "s"), trial, {}, ModelConfig(), TrainConfig(), incumbent)
+    return Contender((0, "s"), trial, {}, MlpConfig(), TrainConfig(), incumbent)
 
 
 def test_the_best_mean_wins_not_the_luckiest_seed():

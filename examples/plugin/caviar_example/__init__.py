@@ -1,0 +1,1 @@
+"""An example caviar plugin: the `resmlp` model family and the `spirals` data source."""
