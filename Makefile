@@ -11,8 +11,7 @@ PORT   ?= 5000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-browser setup-postgres sweep status report retest retune schedule ui test \
-	test-fast lint check bench bench-search \
-	bench-tracking clean
+	test-fast lint check bench bench-search bench-tracking bench-driver clean
 
 setup: $(BIN)/caviar
 
@@ -84,7 +83,12 @@ bench-search: setup
 bench-tracking: setup
 	$(BIN)/python -m bench tracking --out $(RUN_DIR)/bench-tracking
 
-bench: bench-search bench-tracking
+# The driver's own cost per trial with trials that cost nothing: 100 / 1,000 / 10,000 trials
+# (random sampler, median pruner) and TPE at 1,000 (~5 min).
+bench-driver: setup
+	$(BIN)/python -m bench driver --out $(RUN_DIR)/bench-driver
+
+bench: bench-search bench-tracking bench-driver
 
 clean:
 	rm -rf $(RUN_DIR) build .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,11 @@ from caviar.models.metrics import EpochMetrics
 from caviar.models.optim import build_optimizer, lr_factor
 
 
+class EpochAborted(Exception):
+    """The epoch was stopped from outside, between two mini-batches: its result is not wanted
+    (the driver pruned or released the trial while the worker trained ahead)."""
+
+
 class Decision(Enum):
     """What the driver tells a trainer after an epoch."""
 
@@ -65,13 +70,14 @@ class Trainer:
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
-    def run_epoch(self) -> EpochMetrics:
-        """Train one epoch, then evaluate on the validation split in eval mode."""
+    def run_epoch(self, stop: Callable[[], bool] | None = None) -> EpochMetrics:
+        """Train one epoch, then evaluate on the validation split in eval mode. `stop` is
+        asked between mini-batches; when it says so, `EpochAborted` is raised."""
         start = time.perf_counter()
         lr = self.config.lr * lr_factor(self.config.lr_schedule, self.config.lr_decay, self.epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        train_loss = self._train_one_pass()
+        train_loss = self._train_one_pass(stop)
         val_loss, val_accuracy = self.evaluate(self._x_val, self._y_val)
         self.epoch += 1
         return EpochMetrics(
@@ -96,7 +102,7 @@ class Trainer:
             accuracy = (logits.argmax(dim=1) == y).float().mean().item()
         return loss, accuracy
 
-    def _train_one_pass(self) -> float:
+    def _train_one_pass(self, stop: Callable[[], bool] | None = None) -> float:
         self.network.train()
         n = len(self._y_train)
         order = torch.randperm(n, generator=self._batch_order).to(self.device)
@@ -108,14 +114,16 @@ class Trainer:
             stops.pop(-2)
         total = torch.zeros((), device=self.device)
         start = 0
-        for stop in stops:
-            rows = order[start:stop]
+        for end in stops:
+            if stop is not None and stop():
+                raise EpochAborted
+            rows = order[start:end]
             loss = F.cross_entropy(self.network(self._x_train[rows]), self._y_train[rows])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             total += loss.detach() * len(rows)
-            start = stop
+            start = end
         # One host sync per epoch; a NaN anywhere in the epoch makes the sum NaN.
         return (total / n).item()
 

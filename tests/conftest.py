@@ -29,7 +29,7 @@ from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.driver import SweepDriver
 from caviar.sweeps.search.specfile import load_spec
-from caviar.sweeps.search.studies import open_storage, study_name
+from caviar.sweeps.search.studies import default_storage, open_storage, study_name
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -153,7 +153,7 @@ def run_local_sweep(
     sweep = LocalSweep(
         spec=spec,
         folder=folder,
-        storage=open_storage(f"sqlite:///{folder / 'optuna.db'}"),
+        storage=open_storage(default_storage(folder)),
         tracker=Tracker(
             MlflowWriter(
                 uri,

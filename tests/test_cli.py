@@ -16,7 +16,13 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
+from caviar.sweeps.search.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    default_storage,
+    open_storage,
+    study_name,
+)
 from caviar.sweeps.views.cli import app
 from tests.conftest import TWO_STAGES, spec_dict, write_spec
 
@@ -185,7 +191,7 @@ def test_a_killed_driver_resumes_to_exactly_its_budget(tmp_path):
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             assert driver.poll() is None, f"the driver ended early:\n{log.read_text()}"
-            report = status_json(spec, run_dir) if (run_dir / "optuna.db").exists() else None
+            report = status_json(spec, run_dir) if (run_dir / "optuna.journal").exists() else None
             if report and report["trials"]["complete"] >= 1 and report["trials"]["running"] >= 1:
                 break
             time.sleep(0.5)
@@ -199,7 +205,7 @@ def test_a_killed_driver_resumes_to_exactly_its_budget(tmp_path):
 
     before = optuna.load_study(
         study_name=study_name("killed", "search"),
-        storage=open_storage(f"sqlite:///{run_dir / 'optuna.db'}"),
+        storage=open_storage(default_storage(run_dir)),
     )
     kept = {t.number: t.params for t in before.trials if t.state.is_finished()}
     assert any(not t.state.is_finished() for t in before.trials), "killed mid-trial"
@@ -208,7 +214,7 @@ def test_a_killed_driver_resumes_to_exactly_its_budget(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     after = optuna.load_study(
         study_name=study_name("killed", "search"),
-        storage=open_storage(f"sqlite:///{run_dir / 'optuna.db'}"),
+        storage=open_storage(default_storage(run_dir)),
     )
     interrupted = [t for t in after.trials if t.user_attrs.get(FAIL_REASON) == INTERRUPTED]
     assert interrupted, "the trials the dead driver left running are marked"

@@ -1,7 +1,10 @@
 """The on-disk journal of MLflow operations waiting to be applied, in order.
 
-`<spool>/ops.jsonl` holds one JSON operation per line (each append flushed to disk);
-`<spool>/applied` counts how many of its first lines have been applied (replaced atomically);
+`<spool>/ops.jsonl` holds one JSON operation per line; `<spool>/applied` counts how many of its
+first lines have been applied (replaced atomically). Each append is written and flushed at once
+(a killed driver loses nothing: the bytes are the kernel's) and fsynced at most every
+`SYNC_SECONDS` (a power cut loses at most that much; the counter too, which only replays
+operations that were applied already: replays are harmless);
 `<spool>/files/` keeps copies of folders waiting to be uploaded; `<spool>/target.json` names
 the tracking server and experiment they are meant for. When everything is applied the journal
 is removed, so a spool with no `ops.jsonl` has nothing waiting. Operations the server rejected
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any
 from caviar.models.errors import CaviarError
 
 Op = dict[str, Any]
+SYNC_SECONDS = 0.25
 
 
 class Journal:
@@ -36,13 +41,15 @@ class Journal:
         self._applied = spool_dir / "applied"
         self._dead = spool_dir / "dead-letter.jsonl"
         self._target = spool_dir / "target.json"
+        self._synced = 0.0  # when the journal was last fsynced
+        self._counted = 0.0  # when the applied counter was last written
 
     def append(self, op: Op) -> None:
         if not self._target.exists():
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             target = {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
             _replace(self._target, json.dumps(target))
-        _append_line(self._ops, json.dumps(op))
+        self._synced = _append_line(self._ops, json.dumps(op), self._synced)
 
     def keep_files(self, folder: Path) -> Path:
         """A copy of `folder` that lives until its upload is applied."""
@@ -76,7 +83,9 @@ class Journal:
     def mark_applied(self, count: int, caught_up: bool) -> None:
         """`count` operations of the journal are applied; `caught_up`: all of them."""
         if not caught_up:
-            _replace(self._applied, str(count))
+            if time.monotonic() - self._counted >= SYNC_SECONDS:
+                _replace(self._applied, str(count))
+                self._counted = time.monotonic()
             return
         for path in (self._ops, self._applied, self._target):
             path.unlink(missing_ok=True)
@@ -84,7 +93,7 @@ class Journal:
     def dead_letter(self, op: Op, reason: str) -> None:
         """Set aside an operation the server refused, with why and when."""
         when = datetime.now(UTC).isoformat(timespec="seconds")
-        _append_line(self._dead, json.dumps({"at": when, "reason": reason, "op": op}))
+        _append_line(self._dead, json.dumps({"at": when, "reason": reason, "op": op}), 0.0)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return read_dead_letters(self.spool_dir)
@@ -135,11 +144,16 @@ def spooled_target(spool_dir: Path) -> dict[str, str] | None:
         return None
 
 
-def _append_line(path: Path, line: str) -> None:
+def _append_line(path: Path, line: str, synced: float) -> float:
+    """Append a line; fsync when `synced` (the last fsync) is `SYNC_SECONDS` old. Returns
+    when the file was last fsynced."""
     with open(path, "a") as handle:
         handle.write(line + "\n")
         handle.flush()
-        os.fsync(handle.fileno())
+        if time.monotonic() - synced >= SYNC_SECONDS:
+            os.fsync(handle.fileno())
+            synced = time.monotonic()
+    return synced
 
 
 def _replace(path: Path, text: str) -> None:

@@ -15,10 +15,27 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from caviar.sweeps.record.journal import Op
 
 KEY_TAG = "caviar.key"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_for_one_writer(connection: Any, _record: Any) -> None:
+    """SQLite stores (MLflow's local store, an SQLite study storage) in write-ahead-log mode
+    with normal sync: a commit no longer waits for the disk, readers (`caviar ui`, `caviar
+    status`) do not block the writer, and a crash still leaves a consistent database (SQLite
+    loses at most the last transactions on a power cut; the journal replays them)."""
+    if type(connection).__module__.startswith("sqlite3"):
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
 _TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 

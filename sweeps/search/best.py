@@ -3,6 +3,7 @@ re-tune must beat."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,35 @@ class Incumbent:
 
     label: str
     values: dict[str, Any]
+
+
+@dataclass
+class Usage:
+    """How busy the workers were: the epochs' own compute time against the slots' time
+    during the trial phase (first trial started to last trial ended)."""
+
+    slots: int
+    compute: float = 0.0  # seconds the reported epochs took, on their workers
+    epochs: int = 0
+    first: float | None = None  # time.monotonic() when the first trial started
+    last: float | None = None  # ... and when the last one ended
+
+    def started(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def epoch(self, seconds: float) -> None:
+        self.compute += seconds
+        self.epochs += 1
+
+    def ended(self) -> None:
+        self.last = time.monotonic()
+
+    @property
+    def wall(self) -> float:
+        return (self.last - self.first) if self.first and self.last else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        """Share of the slots' time spent training epochs (1.0: no worker ever idle)."""
+        return self.compute / (self.slots * self.wall) if self.wall else 0.0

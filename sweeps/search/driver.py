@@ -27,7 +27,7 @@ from caviar.models.executor import (
 )
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
-from caviar.sweeps.search.best import Best, Incumbent, TrialEnd
+from caviar.sweeps.search.best import Best, Incumbent, TrialEnd, Usage
 from caviar.sweeps.search.finale import Finale, FinaleResult
 from caviar.sweeps.search.ranking import VAL_LOSS
 from caviar.sweeps.search.space import format_box
@@ -65,6 +65,7 @@ class SweepResult:
     incumbent_value: float | None  # a re-tune's re-evaluated champion, on this data
     finale: FinaleResult  # how the champion was chosen, and whether it was published
     waiting_writes: int  # MLflow writes left on disk for an unreachable server
+    usage: Usage  # how busy the workers were
 
     @property
     def published(self) -> bool:
@@ -92,6 +93,7 @@ class SweepDriver:
         self._live: dict[int, LiveTrial] = {}
         self._finished = 0
         self._stillborn = 0  # trials in a row whose worker died before their first epoch
+        self.usage = Usage(executor.slots)
 
     def run(self) -> SweepResult:
         """Run every stage's remaining budget and publish the champion; on any exit, running
@@ -112,7 +114,8 @@ class SweepDriver:
             self.progress.note(refusal)
         if waiting:
             self.progress.note(self.tracker.unreachable_note(waiting))
-        return SweepResult(self.best, self._incumbent_score(finale), finale, waiting)
+        incumbent = self._incumbent_score(finale)
+        return SweepResult(self.best, incumbent, finale, waiting, self.usage)
 
     def _run_stages(self) -> list[tuple[StagePlan, optuna.Study]]:
         """Every stage in order; returns each stage's plan (with its box) and study."""
@@ -151,6 +154,7 @@ class SweepDriver:
             while budget_left > 0 and len(self._live) < self.executor.slots:
                 live = open_trial(study, plan, self.spec, self.tracker)
                 self._live[live.number] = live
+                self.usage.started()
                 self.executor.start(TrialJob(live.number, live.model, live.train))
                 budget_left -= 1
             for event in self.executor.wait(timeout=0.5):
@@ -194,6 +198,7 @@ class SweepDriver:
             self.executor.proceed(live.number)
             return
         live.recorded, live.val_loss = metrics.epoch, metrics.val_loss
+        self.usage.epoch(metrics.seconds)
         self.tracker.log_epoch(live.key, metrics)
         if metrics.diverged:
             self._finish(plan, live, TrialState.FAIL, None, "diverged")
@@ -230,6 +235,7 @@ class SweepDriver:
         reason: str | None = None,
     ) -> None:
         del self._live[live.number]
+        self.usage.ended()
         improved = (
             state is TrialState.COMPLETE
             and value is not None

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from caviar.sweeps.errors import CaviarError
 from caviar.sweeps.search.direction import Direction
+from caviar.sweeps.search.journal_storage import GroupCommitJournal
 
 FAIL_REASON = "fail_reason"
 MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see caviar.sweeps.record.writer)
@@ -40,8 +41,16 @@ KEPT = "kept_from_previous_stage"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+JOURNAL = "journal:///"  # Optuna's journal file (see `journal_storage`), caviar's default
+
+
 def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+    """A run directory's studies: the journal file, or the SQLite file of a run directory
+    that sweeps before caviar used the journal left there."""
+    legacy = run_dir / "optuna.db"
+    if legacy.exists():
+        return f"sqlite:///{legacy.resolve()}"
+    return f"{JOURNAL}{(run_dir / 'optuna.journal').resolve()}"
 
 
 def study_name(sweep: str, stage: str) -> str:
@@ -49,6 +58,12 @@ def study_name(sweep: str, stage: str) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """`journal:///path` (the default), an SQLAlchemy URL (sqlite, postgresql, ...), or a
+    URL Optuna itself understands."""
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(GroupCommitJournal(str(path)))
     if url.startswith("sqlite:"):
         # A reader (`caviar status`) may hold the file briefly; wait for it rather than fail.
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
@@ -56,9 +71,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def storage_exists(url: str) -> bool:
-    """False when the default SQLite file is not there (reading must not create it)."""
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///")).exists()
+    """False when the default file is not there (reading must not create it)."""
+    for scheme in (JOURNAL, "sqlite:///"):
+        if url.startswith(scheme):
+            return Path(url.removeprefix(scheme)).exists()
     return True
 
 

@@ -34,9 +34,11 @@ def sweep(
     with user_errors():
         outcome = run_sweep(spec, Locations(run_dir, storage, tracking_uri), ray_address, console)
     best = outcome.best
+    usage = outcome.result.usage
     console.print(
         f"{outcome.seconds:.1f} s, of which MLflow {outcome.mlflow_seconds:.2f} s "
-        f"({outcome.mlflow_share:.1%})",
+        f"({outcome.mlflow_share:.1%}); {usage.epochs} epochs trained, workers busy "
+        f"{usage.efficiency:.0%} of the trial phase",
         highlight=False,
     )
     if best.value is None:

@@ -36,20 +36,36 @@ def events_until(executor, predicate, limit=60.0):
     raise AssertionError(f"no matching event within {limit}s; saw {seen}")
 
 
-def test_a_trial_trains_one_epoch_per_request(data):
+def test_the_worker_trains_the_next_epoch_while_the_driver_decides(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=2)
     try:
         executor.start(JOB)
         epochs = []
-        for _ in range(3):
+        for _ in range(3):  # no `proceed`: the worker went ahead on its own
             (event,) = events_until(executor, lambda e: isinstance(e, EpochDone))
             epochs.append(event.metrics.epoch)
-            # Nothing more arrives until the driver says go on: the worker waits.
-            assert executor.wait(timeout=0.3) == []
             if event.metrics.epoch < 3:
-                executor.proceed(JOB.key)
+                executor.proceed(JOB.key)  # "go on" costs nothing: the epoch is under way
         assert epochs == [1, 2, 3]
+        assert executor.wait(timeout=1.0) == [], "nothing beyond the trial's epochs"
+        assert executor.weights(JOB.key), "a finished trial's weights are its last epoch's"
         executor.release(JOB.key)
+    finally:
+        executor.close()
+
+
+def test_releasing_a_trial_stops_the_epoch_it_started_ahead(data):
+    slow = TrialJob(5, MlpConfig(hidden_units=512, layers=3), TrainConfig(epochs=50, batch_size=8))
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    try:
+        executor.start(slow)
+        first = events_until(executor, lambda e: isinstance(e, EpochDone))[-1]
+        executor.release(slow.key)  # pruned while its second epoch runs
+        started = time.monotonic()
+        executor.start(JOB)  # the same worker, once the dropped epoch has stopped
+        (event,) = events_until(executor, lambda e: isinstance(e, EpochDone))
+        assert event.key == JOB.key, "no event of the released trial arrives"
+        assert time.monotonic() - started < 0.75 * first.metrics.seconds + 0.5
     finally:
         executor.close()
 

@@ -11,7 +11,13 @@ from caviar.models.errors import CaviarError
 from caviar.models.executor import EpochDone, TrialCrashed
 from caviar.models.inprocess import InProcessExecutor
 from caviar.models.sources import DigitsSource
-from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
+from caviar.sweeps.search.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    default_storage,
+    open_storage,
+    study_name,
+)
 from tests.conftest import TINY_SPEC, run_local_sweep
 
 
@@ -113,7 +119,7 @@ def test_an_interrupted_sweep_resumes_to_exactly_its_budget(tmp_path):
         run_local_sweep(
             tmp_path, executor=DiesAfter(build_dataset(DigitsSource(source="digits")), 9)
         )
-    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = open_storage(default_storage(tmp_path))
     cut = optuna.load_study(study_name=study_name("tiny", "search"), storage=storage)
     assert all(t.state is not TrialState.RUNNING for t in cut.trials)
     finished_before = {t.number: t.params for t in cut.trials if t.state is not TrialState.FAIL}
@@ -144,6 +150,6 @@ def test_a_cluster_that_cannot_start_workers_stops_the_sweep_early(tmp_path):
         )
     trials = optuna.load_study(
         study_name=study_name("tiny", "search"),
-        storage=open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+        storage=open_storage(default_storage(tmp_path)),
     ).trials
     assert len(trials) < 8, "the budget is not burnt on a broken cluster"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.ranking import VAL_LOSS, best_trials, ranked, sweep_best
+from caviar.sweeps.search.studies import default_storage
 from caviar.sweeps.views.cli import app
 from caviar.sweeps.views.report import build_report
 from caviar.sweeps.views.status import sweep_status
@@ -59,10 +60,10 @@ def test_ties_go_to_the_lower_validation_loss_then_the_earlier_trial():
 def test_status_report_and_summary_name_the_same_best_trial(tmp_path):
     # Digits' 360 validation rows and few epochs: equal accuracies are common.
     sweep = run_local_sweep(tmp_path, {"stages": TWO_STAGES})
-    status = sweep_status(sweep.spec, f"sqlite:///{tmp_path / 'optuna.db'}")
+    status = sweep_status(sweep.spec, default_storage(tmp_path))
     assert status["best"]["trial"] == sweep.best.label
     assert status["best"]["value"] == pytest.approx(sweep.best.value)
-    page = build_report(sweep.spec, load_stages(sweep.spec, f"sqlite:///{tmp_path / 'optuna.db'}"))
+    page = build_report(sweep.spec, load_stages(sweep.spec, default_storage(tmp_path)))
     assert f"(trial {sweep.best.label})" in page
     version = sweep.client.get_model_version_by_alias("tiny", "champion")
     assert version.tags["trial"] == sweep.best.label

@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 
 from caviar.models.data import build_dataset
 from caviar.models.sources import DigitsSource
-from caviar.sweeps.search.studies import CARRIED_FROM, FAIL_REASON, INTERRUPTED, QUEUED
+from caviar.sweeps.search.studies import (
+    CARRIED_FROM,
+    FAIL_REASON,
+    INTERRUPTED,
+    QUEUED,
+    default_storage,
+    open_storage,
+)
 from caviar.sweeps.views.cli import app
 from tests.conftest import TINY_SPEC, TWO_STAGES, run_local_sweep, spec_dict, write_spec
 from tests.sweeps.search.test_driver import DiesAfter
@@ -39,7 +46,7 @@ def test_a_sweep_stopped_three_times_evaluates_no_configuration_twice(tmp_path):
             run_local_sweep(tmp_path, changes, executor=stop_after(epochs))
     # A fourth driver dies without cleaning up: it leaves a trial RUNNING.
     leftover = optuna.load_study(
-        study_name="tiny/coarse", storage=f"sqlite:///{tmp_path}/optuna.db"
+        study_name="tiny/coarse", storage=open_storage(default_storage(tmp_path))
     )
     if sum(t.state.is_finished() for t in leftover.trials) < 8:
         leftover.ask()

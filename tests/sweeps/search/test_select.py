@@ -12,6 +12,7 @@ import pytest
 from caviar.models.config import MlpConfig, TrainConfig
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.select import SELECTION, Contender, choose
+from caviar.sweeps.search.studies import default_storage
 from caviar.sweeps.views.report import build_report
 from caviar.sweeps.views.status import sweep_status
 from caviar.sweeps.views.sweep_trials import load_stages
@@ -54,11 +55,11 @@ def test_a_sweep_with_select_records_the_contenders_and_crowns_the_best_mean(tmp
     reference = json.loads(version.tags["reference"])
     assert reference == {"seeds": [0, 1, 2], "scores": recorded["scores"][recorded["winner"]]}
 
-    status = sweep_status(sweep.spec, f"sqlite:///{tmp_path / 'optuna.db'}")
+    status = sweep_status(sweep.spec, default_storage(tmp_path))
     assert status["best"]["trial"] == recorded["winner"]
     shown = {c["trial"]: c for c in status["selection"]["contenders"]}
     assert shown[recorded["winner"]]["mean"] == pytest.approx(means[recorded["winner"]])
-    page = build_report(sweep.spec, load_stages(sweep.spec, f"sqlite:///{tmp_path / 'optuna.db'}"))
+    page = build_report(sweep.spec, load_stages(sweep.spec, default_storage(tmp_path)))
     assert "Chosen by the mean val_accuracy over seeds [0, 1, 2]" in page
     runs = sweep.runs("tags.`seeds.mean` != ''")
     assert {r.data.tags["trial"] for r in runs} == {label.split("#")[1] for label in means}

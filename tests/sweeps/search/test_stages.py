@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from caviar.sweeps.search.space import SearchSpace
-from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, SPACE
+from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, SPACE, default_storage
 from caviar.sweeps.views.status import sweep_status
 from tests.conftest import TWO_STAGES, run_local_sweep
 
@@ -51,7 +51,7 @@ def test_boxes_are_recorded_in_mlflow_optuna_and_status(swept):
     assert tags["stage.fine.kept_from_previous"] == "2"
     children = swept.runs("tags.`caviar.role` = 'trial'")
     assert sorted(r.data.tags["stage"] for r in children) == ["coarse"] * 8 + ["fine"] * 4
-    report = sweep_status(swept.spec, f"sqlite:///{swept.folder / 'optuna.db'}")
+    report = sweep_status(swept.spec, default_storage(swept.folder))
     assert [s["name"] for s in report["stages"]] == ["coarse", "fine"]
     assert report["stages"][1]["box"] == fine.user_attrs[BOX]
     assert sum(report["stages"][1]["trials"].values()) == 4

@@ -1,3 +1,4 @@
+from caviar.sweeps.search.studies import default_storage
 from caviar.sweeps.views.report import build_report, report_sections
 from caviar.sweeps.views.sweep_trials import load_stages
 
@@ -11,7 +12,7 @@ SECTIONS = [
 
 
 def _stages(swept):
-    return swept.spec, load_stages(swept.spec, f"sqlite:///{swept.folder / 'optuna.db'}")
+    return swept.spec, load_stages(swept.spec, default_storage(swept.folder))
 
 
 def test_report_is_one_self_contained_page_with_every_section(swept):
