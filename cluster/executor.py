@@ -2,9 +2,9 @@
 
 The data set is put in Ray's object store once; every actor receives the same object (NumPy
 arrays are read zero-copy from shared memory on each node). Workers never wait for the
-driver's decision: when an epoch's metrics arrive, the next epoch is already asked for, and
-the driver's "go on" costs nothing; its "stop" (a pruned or failed trial) stops that epoch
-between two mini-batches and drops it.
+driver's decision: two epochs are asked for at a time, so when an epoch's metrics arrive the
+worker is already on the next, and the driver's "go on" costs nothing; its "stop" (a pruned
+or failed trial) stops those epochs between two mini-batches and drops them.
 
 A worker process that dies (killed, out of memory, node lost) surfaces as `RayActorError`;
 the trial is restarted on a fresh actor from its first epoch, up to `max_retries` times.
@@ -12,7 +12,8 @@ the trial is restarted on a fresh actor from its first epoch, up to `max_retries
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -30,7 +31,11 @@ class _Running:
     actor: Any  # a TrialWorker actor handle
     attempt: int = 0
     epochs: int = 0  # epochs this trial's workers returned, over all attempts
-    ahead: ray.ObjectRef | None = None  # the epoch being trained (asked for before the driver)
+    ahead: deque[ray.ObjectRef] = field(default_factory=deque)  # epochs asked for, in order
+    asked: int = 0  # epochs asked for in this attempt
+
+    def more(self) -> bool:
+        return self.asked < self.job.train.epochs
 
 
 class RayExecutor:
@@ -62,21 +67,22 @@ class RayExecutor:
         actor = self._idle.pop() if self._idle else self._new_actor()
         running = _Running(job, actor)
         self._running[job.key] = running
-        self._submit(running, actor.begin.remote(job.key, job.model, job.train))
+        self._begin(running)
 
     def proceed(self, key: int) -> None:
         running = self._running[key]
-        if running.ahead is None:  # else the worker is on it already
-            self._submit(running, running.actor.next_epoch.remote())
+        if not running.ahead and running.more():  # else the worker is on it already
+            self._ask(running)
 
     def release(self, key: int) -> None:
         running = self._running.pop(key, None)
         if running is None:
             return
-        if running.ahead is not None:  # stop the epoch it started ahead, and drop it
+        if running.ahead:  # stop the epochs it was asked for ahead, and drop them
             running.actor.stop.remote(key)
-            self._dropped[running.ahead] = running.actor
-            del self._futures[running.ahead]
+            for ref in running.ahead:
+                self._dropped[ref] = running.actor
+                del self._futures[ref]
         running.actor.end.remote()
         self._idle.append(running.actor)  # its next trial queues behind what it finishes
 
@@ -97,7 +103,9 @@ class RayExecutor:
         ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(list(self._futures), num_returns=len(self._futures), timeout=0)
-        return [self._collect(ref) for ref in ready]
+        # A worker's death fails all its epochs at once; the first restarts the trial and the
+        # others are no longer awaited.
+        return [self._collect(ref) for ref in ready if ref in self._futures]
 
     def _reap_dropped(self) -> None:
         """Forget dropped epochs that ended; an actor that died meanwhile leaves the pool."""
@@ -123,19 +131,32 @@ class RayExecutor:
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self._data_ref, self.resources.threads)
 
-    def _submit(self, running: _Running, ref: ray.ObjectRef) -> None:
-        running.ahead = ref
+    def _begin(self, running: _Running) -> None:
+        """The trial's first epoch and, when it has one, its second."""
+        job = running.job
+        running.ahead.clear()
+        running.asked = 1
+        self._track(running, running.actor.begin.remote(job.key, job.model, job.train))
+        if running.more():
+            self._ask(running)
+
+    def _ask(self, running: _Running) -> None:
+        running.asked += 1
+        self._track(running, running.actor.next_epoch.remote())
+
+    def _track(self, running: _Running, ref: ray.ObjectRef) -> None:
+        running.ahead.append(ref)
         self._futures[ref] = running.job.key
 
     def _collect(self, ref: ray.ObjectRef) -> Event:
         key = self._futures.pop(ref)
         running = self._running[key]
-        running.ahead = None
+        running.ahead.remove(ref)
         try:
             metrics = ray.get(ref)
             running.epochs += 1
-            if metrics.epoch < running.job.train.epochs and not metrics.diverged:
-                self._submit(running, running.actor.next_epoch.remote())  # train ahead
+            if running.more() and not metrics.diverged:
+                self._ask(running)  # keep the worker two epochs ahead of the driver
             return EpochDone(key, metrics)
         except RayActorError as exc:
             return self._retry(key, exc)
@@ -148,14 +169,15 @@ class RayExecutor:
         running = self._running[key]
         ray.kill(running.actor)
         reason = _first_line(error)
+        for ref in running.ahead:  # the other epochs asked of the dead worker
+            self._futures.pop(ref, None)
         if running.attempt >= self.max_retries:
             del self._running[key]
             hint = "" if running.epochs else f" (never trained an epoch. {AUTH_HINT})"
             return TrialCrashed(key, f"worker died {running.attempt + 1} times: {reason}{hint}")
         running.attempt += 1
         running.actor = self._new_actor()
-        job = running.job
-        self._submit(running, running.actor.begin.remote(job.key, job.model, job.train))
+        self._begin(running)
         return WorkerLost(key, running.attempt, reason)
 
 

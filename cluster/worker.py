@@ -55,6 +55,7 @@ class TrialWorker:
         self.trainer = None
         self._key = None
 
+    @ray.method(concurrency_group="control")
     def pid(self) -> int:
         return os.getpid()
 

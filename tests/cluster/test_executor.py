@@ -70,20 +70,21 @@ def test_releasing_a_trial_stops_the_epoch_it_started_ahead(data):
         executor.close()
 
 
+LONG = TrialJob(7, MlpConfig(hidden_units=256, layers=3), TrainConfig(epochs=40, batch_size=8))
+
+
 def test_a_killed_worker_is_replaced_and_the_trial_restarts(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=1, max_retries=1)
     try:
-        executor.start(JOB)
+        executor.start(LONG)
         events_until(executor, lambda e: isinstance(e, EpochDone))
-        os.kill(executor.worker_pid(JOB.key), signal.SIGKILL)
-        executor.proceed(JOB.key)
+        os.kill(executor.worker_pid(LONG.key), signal.SIGKILL)  # while it trains ahead
         lost = events_until(executor, lambda e: isinstance(e, WorkerLost))[-1]
         assert lost.attempt == 1
         restarted = events_until(executor, lambda e: isinstance(e, EpochDone))[-1]
         assert restarted.metrics.epoch == 1, "the new worker starts the trial from its first epoch"
         # Out of retries: the next death ends the trial as failed, with the reason.
-        os.kill(executor.worker_pid(JOB.key), signal.SIGKILL)
-        executor.proceed(JOB.key)
+        os.kill(executor.worker_pid(LONG.key), signal.SIGKILL)
         crashed = events_until(executor, lambda e: isinstance(e, TrialCrashed))[-1]
         assert "worker died 2 times" in crashed.reason
     finally:
