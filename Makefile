@@ -11,7 +11,8 @@ PORT   ?= 5000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-browser setup-postgres sweep status report retest retune schedule ui test \
-	test-fast lint check bench bench-search bench-tracking bench-driver clean
+	test-fast lint check bench bench-search bench-tracking bench-driver bench-peers \
+	cluster cluster-down clean
 
 setup: $(BIN)/caviar
 
@@ -57,6 +58,14 @@ schedule: setup
 ui: setup
 	$(BIN)/caviar ui --run-dir $(RUN_DIR) --port $(PORT)
 
+# A persistent Ray cluster on 127.0.0.1 (token auth) that `make sweep` joins while it is up;
+# its workers stay warm between sweeps. `make cluster-down` stops it.
+cluster: setup
+	$(BIN)/caviar cluster up --run-dir $(RUN_DIR)
+
+cluster-down: setup
+	$(BIN)/caviar cluster down --run-dir $(RUN_DIR)
+
 test: setup
 	$(BIN)/python -m pytest
 
@@ -88,7 +97,12 @@ bench-tracking: setup
 bench-driver: setup
 	$(BIN)/python -m bench driver --out $(RUN_DIR)/bench-driver
 
-bench: bench-search bench-tracking bench-driver
+# caviar against Ray Tune (OptunaSearch + ASHA) and plain Optuna (threads) on one workload:
+# MNIST-1D, 40 trials x <= 20 epochs, 2 workers; cold and on a warm local cluster (~8 min).
+bench-peers: setup
+	$(BIN)/python -m bench peers --out $(RUN_DIR)/bench-peers
+
+bench: bench-search bench-tracking bench-driver bench-peers
 
 clean:
 	rm -rf $(RUN_DIR) build .pytest_cache .mypy_cache .ruff_cache

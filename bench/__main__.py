@@ -2,7 +2,8 @@
 
 from bench import driver, search, tracking
 from bench.app import app
+from bench.peers import command as peers
 
-__all__ = ["driver", "search", "tracking"]
+__all__ = ["driver", "peers", "search", "tracking"]
 
 app()

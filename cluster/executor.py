@@ -8,21 +8,26 @@ or failed trial) stops those epochs between two mini-batches and drops them.
 
 A worker process that dies (killed, out of memory, node lost) surfaces as `RayActorError`;
 the trial is restarted on a fresh actor from its first epoch, up to `max_retries` times.
+Where the actors come from (started now, or warm from the local cluster) is `actors`' job.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from caviar.cluster.actors import FreshActors, WarmActors
 from caviar.cluster.runtime import AUTH_HINT, TrialResources
 from caviar.cluster.worker import CONCURRENCY_GROUPS, TrialWorker
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
+
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -42,22 +47,40 @@ class RayExecutor:
     """`TrialExecutor` on a Ray cluster (see `caviar.models.executor`)."""
 
     def __init__(
-        self, data: Dataset, resources: TrialResources, slots: int, max_retries: int = 2
+        self,
+        data: Dataset | None,
+        resources: TrialResources,
+        slots: int,
+        max_retries: int = 2,
+        warm: bool = False,
     ) -> None:
+        """Without `data`, the workers start now and get it from `load`. `warm`: lease warm
+        workers of the local cluster (CPU trials only) instead of starting new ones."""
         self.resources = resources
         self.max_retries = max_retries
         self._slots = slots
-        self._data_ref = ray.put(data)
+        self._data_ref: ray.ObjectRef | None = None
         remote: Any = ray.remote  # its typed overloads do not know `concurrency_groups`
-        self._actor_class = remote(concurrency_groups=CONCURRENCY_GROUPS)(TrialWorker).options(
-            num_cpus=resources.cpus, num_gpus=resources.gpus, max_restarts=0
+        actor_class = remote(concurrency_groups=CONCURRENCY_GROUPS)(TrialWorker)
+        warm = warm and resources.gpus == 0
+        self._actors = (
+            WarmActors(actor_class, resources) if warm else FreshActors(actor_class, resources)
         )
-        # Every slot's worker starts now, while the driver opens its studies and records: the
-        # first trials find them up (a worker process takes seconds to import torch).
-        self._idle: list[Any] = [self._new_actor() for _ in range(slots)]
         self._running: dict[int, _Running] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
+        # Every slot's worker starts now, while the driver prepares its data, studies and
+        # records: the first trials find them up (a worker takes seconds to import torch).
+        self._idle: list[Any] = self._actors.take(slots)
+        if data is not None:
+            self.load(data)
+
+    def load(self, data: Dataset) -> None:
+        """The data every trial trains on: put in the object store once, handed to each
+        worker before its first trial."""
+        self._data_ref = ray.put(data)
+        for actor in self._idle:
+            actor.use.remote(self._data_ref)
 
     @property
     def slots(self) -> int:
@@ -97,6 +120,7 @@ class RayExecutor:
         return int(ray.get(self._running[key].actor.pid.remote()))
 
     def wait(self, timeout: float) -> list[Event]:
+        self._actors.renew()
         self._reap_dropped()
         if not self._futures:
             return []
@@ -119,17 +143,43 @@ class RayExecutor:
             except (RayActorError, RayTaskError):
                 if actor in self._idle:
                     self._idle.remove(actor)
-                ray.kill(actor)
+                self._actors.discard(actor)
+
+    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
+        for attempt in range(self.max_retries + 1):
+            actor = self._idle.pop() if self._idle else self._new_actor()
+            try:
+                result: Result = ray.get(actor.run_task.remote(task, *args))
+            except RayActorError:
+                self._actors.discard(actor)
+                if attempt == self.max_retries:
+                    raise
+                continue
+            except RayTaskError as exc:
+                self._idle.append(actor)
+                raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+            self._idle.append(actor)
+            return result
+        raise AssertionError("unreachable")
+
+    def warm(self, task: Callable[[Dataset], None]) -> None:
+        for actor in self._idle:
+            self._dropped[actor.warm.remote(task)] = actor  # reaped like a dropped epoch
 
     def close(self) -> None:
-        for actor in self._idle + [r.actor for r in self._running.values()]:
-            ray.kill(actor)
+        for key, running in self._running.items():
+            if running.ahead:
+                running.actor.stop.remote(key)
+        self._actors.close(self._idle + [r.actor for r in self._running.values()])
         self._idle.clear()
         self._running.clear()
         self._futures.clear()
 
     def _new_actor(self) -> Any:
-        return self._actor_class.remote(self._data_ref, self.resources.threads)
+        (actor,) = self._actors.take(1)
+        if self._data_ref is not None:
+            actor.use.remote(self._data_ref)
+        return actor
 
     def _begin(self, running: _Running) -> None:
         """The trial's first epoch and, when it has one, its second."""
@@ -167,7 +217,7 @@ class RayExecutor:
 
     def _retry(self, key: int, error: Exception) -> Event:
         running = self._running[key]
-        ray.kill(running.actor)
+        self._actors.discard(running.actor)
         reason = _first_line(error)
         for ref in running.ahead:  # the other epochs asked of the dead worker
             self._futures.pop(ref, None)

@@ -6,28 +6,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from caviar.cluster.executor import RayExecutor
+from caviar.cluster.local import LocalCluster
 from caviar.cluster.runtime import TrialResources, concurrent_slots, ray_session
-from caviar.models.data import Dataset
 
 
 @contextmanager
 def ray_workers(
-    data: Dataset,
     resources: TrialResources,
     wanted: int,
     max_retries: int,
     address: str | None = None,
     on_fewer_slots: Callable[[int], None] | None = None,
+    local: LocalCluster | None = None,
 ) -> Iterator[RayExecutor]:
     """Start or join Ray (`ray_session`), fit up to `wanted` trials at once to the cluster, and
-    hand out the executor; on exit its actors stop (and an embedded Ray shuts down).
+    hand out the executor, its workers starting; `load` it with the data before the first
+    trial. On exit its actors stop (and an embedded Ray shuts down).
 
-    `on_fewer_slots(slots)` hears when the cluster holds fewer trials at once than wanted."""
-    with ray_session(address):
+    `on_fewer_slots(slots)` hears when the cluster holds fewer trials at once than wanted.
+    Without `address`, the persistent `local` cluster is joined and its warm workers used."""
+    with ray_session(address, local):
         slots = concurrent_slots(wanted, resources)
         if slots < wanted and on_fewer_slots is not None:
             on_fewer_slots(slots)
-        executor = RayExecutor(data, resources, slots, max_retries=max_retries)
+        warm = address is None and local is not None
+        executor = RayExecutor(None, resources, slots, max_retries=max_retries, warm=warm)
         try:
             yield executor
         finally:

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import ray
 
+from caviar.cluster.local import LocalCluster
 from caviar.models.errors import CaviarError
+
+WARM_NAMESPACE = "caviar"  # the local cluster's named, warm workers live here
 
 AUTH_HINT = (
     "A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
@@ -34,15 +37,20 @@ class TrialResources:
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
-    """Use the Ray instance this process already has, join `address`, or start a local one.
+def ray_session(address: str | None = None, local: LocalCluster | None = None) -> Iterator[None]:
+    """Use the Ray instance this process already has, join `address`, join the persistent
+    `local` cluster (`caviar cluster up`), or start an embedded one, in that order.
 
-    A local instance started here is shut down on exit; a cluster we joined is left running.
+    An embedded instance is shut down on exit; a cluster we joined is left running.
     """
     if ray.is_initialized():
         yield
         return
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    namespace = None
+    if address is None and local is not None:
+        _use_token(local.env())
+        address, namespace = local.address, WARM_NAMESPACE
+    elif address is None and not os.environ.get("RAY_ADDRESS"):
         # A new instance of our own, even where `ray start` left a cluster (or a stale record
         # of one) on this machine. Inside a Ray job, RAY_ADDRESS points at the job's cluster.
         address = "local"
@@ -54,6 +62,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     try:
         ray.init(
             address=address,
+            namespace=namespace,
             include_dashboard=False if address == "local" else None,
             logging_level=logging.WARNING,
             configure_logging=True,
@@ -68,6 +77,19 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _use_token(env: dict[str, str]) -> None:
+    """Token authentication with the local cluster's token for this process (and what it
+    starts). Ray reads its auth mode and token once, when imported; there is no public call
+    to read them again, so the internal one is used where it exists."""
+    os.environ.update(env)
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+    except ImportError:  # another Ray version: the environment alone has to do
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def concurrent_slots(wanted: int, resources: TrialResources) -> int:

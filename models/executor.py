@@ -9,13 +9,16 @@ configs and metrics and nothing else. Implementations: `caviar.cluster.executor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import Dataset
 from caviar.models.metrics import EpochMetrics
 
-Weights = dict[str, Any]  # a network's state dict, on the CPU
+Weights = dict[str, Any]  # a network's state dict as NumPy arrays
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,15 @@ class TrialExecutor(Protocol):
     def wait(self, timeout: float) -> list[Event]:
         """Events that arrived, waiting up to `timeout` seconds for the first one."""
         ...
+
+    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
+        """`task(data, *args)` where the trials run (on a worker, with the sweep's data);
+        waits for its result. `task` must be importable by name (a module's function)."""
+        ...
+
+    def warm(self, task: Callable[[Dataset], None]) -> None:
+        """Run `task(data)` on every idle worker that has not run it, without waiting; a
+        trial started on such a worker afterwards queues behind it."""
 
     def close(self) -> None:
         """Stop all workers."""

@@ -7,19 +7,33 @@ plugin family trains, is pruned, resumes, is published and re-tested like a buil
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from caviar.models.cnn import build_cnn1d
 from caviar.models.config import Cnn1dConfig, MlpConfig, ModelConfig
 from caviar.models.errors import CaviarError
-from caviar.models.net import build_mlp
 from caviar.models.plugins import Family, model_families
 
+if TYPE_CHECKING:
+    from torch import nn
+
+
+# torch is imported when a network is built (on a worker), not when a spec names a family:
+# the driver, which only reads specs, never loads it.
+def _build_mlp(n_features: int, n_classes: int, config: MlpConfig) -> nn.Module:
+    from caviar.models.net import build_mlp
+
+    return build_mlp(n_features, n_classes, config)
+
+
+def _build_cnn1d(n_features: int, n_classes: int, config: Cnn1dConfig) -> nn.Module:
+    from caviar.models.cnn import build_cnn1d
+
+    return build_cnn1d(n_features, n_classes, config)
+
+
 BUILT_IN = {
-    "mlp": Family(MlpConfig, build_mlp),
-    "cnn1d": Family(Cnn1dConfig, build_cnn1d),
+    "mlp": Family(MlpConfig, _build_mlp),
+    "cnn1d": Family(Cnn1dConfig, _build_cnn1d),
 }
 
 

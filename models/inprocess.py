@@ -4,10 +4,14 @@ logic, pruning and the champion run without starting Ray."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights
 from caviar.models.train import Trainer
+
+Result = TypeVar("Result")
 
 
 class InProcessExecutor:
@@ -44,6 +48,12 @@ class InProcessExecutor:
             return [EpochDone(key, self._trainers[key].run_epoch())]
         except Exception as exc:  # a trial's error is its result, not the sweep's crash
             return [TrialCrashed(key, f"{type(exc).__name__}: {exc}")]
+
+    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
+        return task(self.data, *args)
+
+    def warm(self, task: Callable[[Dataset], None]) -> None:
+        pass  # nothing to gain in one process: the task would run on the critical path
 
     def close(self) -> None:
         self._trainers.clear()

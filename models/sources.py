@@ -3,12 +3,14 @@ nothing is downloaded) and the user's own CSV, Parquet or NPZ files."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
+from caviar.models.cache import cached_table
 from caviar.models.data import SourceConfig, Table, numeric_table
 from caviar.models.errors import DataError
 from caviar.models.plugins import Source
@@ -47,6 +49,10 @@ class FileSource(SourceConfig):
 
 
 def _generate_mnist1d(spec: Mnist1dSource) -> Table:
+    return cached_table(spec, _version("mnist1d"), lambda: _make_mnist1d(spec))
+
+
+def _make_mnist1d(spec: Mnist1dSource) -> Table:
     # make_dataset (not get_dataset, which downloads a pickle) builds the data from templates.
     from mnist1d.data import get_dataset_args, make_dataset
     from mnist1d.utils import ObjectView
@@ -71,10 +77,18 @@ def _generate_mnist1d(spec: Mnist1dSource) -> Table:
 
 
 def _load_digits(spec: DigitsSource) -> Table:
+    return cached_table(spec, _version("scikit-learn"), lambda: _make_digits(spec))
+
+
+def _make_digits(spec: DigitsSource) -> Table:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     return numeric_table(digits.data, digits.target, prefix="pixel_")
+
+
+def _version(package: str) -> str:
+    return metadata.version(package)
 
 
 def _read_table(spec: FileSource) -> Table:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -89,9 +90,10 @@ class Trainer:
             seconds=time.perf_counter() - start,
         )
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The network's state (parameters and BatchNorm running statistics), on the CPU."""
-        return {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+    def weights(self) -> dict[str, np.ndarray]:
+        """The network's state (parameters and BatchNorm running statistics) as NumPy arrays,
+        which the driver keeps without loading torch."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.network.state_dict().items()}
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """Mean loss and accuracy with BatchNorm's running averages (eval mode)."""

@@ -3,8 +3,10 @@ the studies, MLflow and the Ray workers, then the driver loop."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +14,12 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from caviar.cluster import local as local_cluster
+from caviar.cluster.executor import RayExecutor
 from caviar.cluster.pool import ray_workers
 from caviar.cluster.runtime import TrialResources
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
-from caviar.models.train import choose_device
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.provenance import flat_params, provenance
 from caviar.sweeps.record.tracking import (
@@ -99,45 +102,69 @@ def execute_sweep(
     incumbent: Incumbent | None = None,
 ) -> SweepOutcome:
     """Run (or continue) `spec`. `source` holds the files it came from, kept with the sweep's
-    MLflow run; `incumbent` is the champion a re-tune must beat."""
-    data = build_dataset(spec.data)
-    where.run_dir.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(where.run_dir, spec.name):
-        start = time.perf_counter()
-        storage = open_storage(where.storage_url)
-        check_unchanged(storage, spec)  # before anything is written
-        tracker = open_record(spec, where, source)
-        _introduce(spec, data, where, console)
-        with (
-            workers(spec, data, ray_address, console) as executor,
-            RichProgress(spec.objective.metric, console) as progress,
-        ):
-            folder = where.run_dir / "checkpoints" / spec.name
-            champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
-            driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
-            result = driver.run()
-        seconds = time.perf_counter() - start
-        return SweepOutcome(result, seconds, tracker.seconds, where, spec.model_name)
+    MLflow run; `incumbent` is the champion a re-tune must beat.
+
+    What can overlap does: the data is made in a thread while Ray starts and its workers load
+    torch; MLflow opens in its writer's thread. Nothing is written before the data is good."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data") as background:
+        data_ready = background.submit(build_dataset, spec.data)
+        with workers(spec, ray_address, console, where.run_dir) as executor:
+            data = data_ready.result()  # a DataError ends it here, with nothing written
+            executor.load(data)
+            where.run_dir.mkdir(parents=True, exist_ok=True)
+            with sweep_lock(where.run_dir, spec.name):
+                return _drive(spec, where, source, incumbent, data, executor, console)
+
+
+def _drive(
+    spec: SweepSpec,
+    where: Locations,
+    source: dict[str, str],
+    incumbent: Incumbent | None,
+    data: Dataset,
+    executor: TrialExecutor,
+    console: Console,
+) -> SweepOutcome:
+    """The sweep itself, under its lock: studies, record, the driver loop, the champion."""
+    start = time.perf_counter()
+    storage = open_storage(where.storage_url)
+    check_unchanged(storage, spec)  # before anything is written
+    tracker = open_record(spec, where, source)
+    _introduce(spec, data, where, console)
+    with RichProgress(spec.objective.metric, console) as progress:
+        folder = where.run_dir / "checkpoints" / spec.name
+        champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
+        driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
+        result = driver.run()
+    seconds = time.perf_counter() - start
+    return SweepOutcome(result, seconds, tracker.seconds, where, spec.model_name)
 
 
 @contextmanager
 def workers(
     spec: SweepSpec,
-    data: Dataset,
     ray_address: str | None,
     console: Console,
+    run_dir: Path,
     wanted: int | None = None,
-) -> Iterator[TrialExecutor]:
-    """The spec's trial workers on Ray (started or joined), `wanted` (default
-    `parallel.trials`) at once where the cluster holds them."""
+) -> Iterator[RayExecutor]:
+    """The spec's trial workers on Ray, `wanted` (default `parallel.trials`) at once where the
+    cluster holds them; `load` them with the data. Ray is joined at `ray_address`, else on the
+    local cluster `caviar cluster up` started for `run_dir` (its workers warm), else embedded."""
     wanted = wanted or spec.parallel.trials
 
     def fewer(slots: int) -> None:
         console.print(f"[yellow]the Ray cluster fits {slots} trial(s) at once, not {wanted}[/]")
 
+    local = None
+    if ray_address is None and not os.environ.get("RAY_ADDRESS"):
+        local = local_cluster.find(run_dir)
+        if local is not None:
+            console.print(f"joining the local Ray cluster at {local.address}", highlight=False)
     parallel = spec.parallel
     resources = TrialResources(parallel.cpus_per_trial, parallel.gpus_per_trial)
-    with ray_workers(data, resources, wanted, parallel.max_retries, ray_address, fewer) as pool:
+    retries = parallel.max_retries
+    with ray_workers(resources, wanted, retries, ray_address, fewer, local) as pool:
         yield pool
 
 
@@ -158,13 +185,21 @@ def open_record(spec: SweepSpec, where: Locations, source: dict[str, str]) -> Tr
             "objective": f"{spec.objective.direction} {spec.objective.metric}",
         },
         tags={
-            **provenance(str(choose_device(spec.train.device))),
+            **provenance(trial_device(spec)),
             "stages": ", ".join(f"{s.name}:{s.trials}" for s in spec.stages),
         },
         files={**source, "resolved_spec.yaml": resolved},
         view=trials_view(spec.objective.metric, str(spec.objective.direction), list(spec.space)),
     )
     return tracker
+
+
+def trial_device(spec: SweepSpec) -> str:
+    """Where the trials train: the spec's `train.device`, or with `auto`, CUDA exactly when
+    each trial is given a GPU share (Ray hides every GPU from an actor given none)."""
+    if spec.train.device != "auto":
+        return spec.train.device
+    return "cuda" if spec.parallel.gpus_per_trial > 0 else "cpu"
 
 
 def _introduce(spec: SweepSpec, data: Dataset, where: Locations, console: Console) -> None:

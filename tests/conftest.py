@@ -31,6 +31,10 @@ from caviar.sweeps.search.driver import SweepDriver
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.studies import default_storage, open_storage, study_name
 
+# Generated data sets are cached per test session, not in the user's ~/.cache (workers and
+# CLI subprocesses inherit the variable).
+os.environ["CAVIAR_CACHE"] = tempfile.mkdtemp(prefix="caviar-test-cache-")
+
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
     "data": {"source": "digits"},

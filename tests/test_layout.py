@@ -65,6 +65,16 @@ def test_the_executor_boundary_imports_no_torch_and_no_training_code():
     assert not {"caviar.models.train", "caviar.models.net"} & set(loaded)
 
 
+def test_the_driver_process_imports_neither_torch_nor_mlflow_to_start_a_sweep():
+    """torch loads in the workers and MLflow in the writer thread, not before the first trial."""
+    code = (
+        "import sys, json; import caviar.sweeps.launch; "
+        "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert not {"torch", "mlflow"} & set(json.loads(done.stdout))
+
+
 @pytest.mark.slow
 def test_the_wheel_installs_only_the_caviar_package(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ beside the sources

@@ -203,7 +203,8 @@ def retest(
             f"{len(retest_seeds(spec, champion))} seed(s) on the current data"
         )
         wanted = min(spec.parallel.trials, spec.retune.seeds)
-        with workers(spec, data, ray_address, console, wanted) as executor:
+        with workers(spec, ray_address, console, run_dir, wanted) as executor:
+            executor.load(data)
             verdict = judge(spec, champion, executor)
         record(verdict, spec, tracking_uri, spool_dir(run_dir, spec.name))
     return verdict

@@ -10,9 +10,13 @@ from __future__ import annotations
 import shutil
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from caviar.sweeps.record.journal import Journal, Op
-from caviar.sweeps.record.operations import MlflowOperations, rejected, unreachable
+
+if TYPE_CHECKING:
+    from caviar.sweeps.record.operations import MlflowOperations
 
 
 class Unreachable(Exception):
@@ -20,9 +24,12 @@ class Unreachable(Exception):
 
 
 class Applier:
-    def __init__(self, journal: Journal, operations: MlflowOperations) -> None:
+    def __init__(self, journal: Journal, operations: Callable[[], MlflowOperations]) -> None:
+        """`operations` makes the MLflow client when the first operation is applied (loading
+        MLflow and opening its store take seconds: a sweep does not wait for them)."""
         self.journal = journal
-        self.operations = operations
+        self._make_operations = operations
+        self._operations: MlflowOperations | None = None
         self.lock = threading.Condition()
         self.ops: deque[Op] = deque(journal.load())
         self.refused: list[str] = []  # why each dead-lettered operation was refused
@@ -45,18 +52,25 @@ class Applier:
             if not self.ops:
                 return False
             op = self.ops[0]
+        operations = self.operations
         try:
-            self.operations.apply(op)
+            operations.apply(op)
         except Exception as exc:
-            if unreachable(exc):
+            if operations.unreachable(exc):
                 raise Unreachable(str(exc)) from exc
-            if not rejected(exc):
+            if not operations.rejected(exc):
                 raise
             self._refuse(op, exc)
         self._done()
         if op["op"] == "artifacts":  # only once it is recorded as applied
             shutil.rmtree(op["dir"], ignore_errors=True)
         return True
+
+    @property
+    def operations(self) -> MlflowOperations:
+        if self._operations is None:
+            self._operations = self._make_operations()
+        return self._operations
 
     def sync(self) -> int:
         """Apply in this thread until nothing waits or the server is unreachable; returns how

@@ -1,12 +1,14 @@
 """The champion: the best trial's trained network, logged and registered in MLflow.
 
 While a sweep runs, each trial that becomes the best has its weights saved to a checkpoint in
-the run directory (milliseconds; nothing is lost if the driver dies). When the sweep ends, the
-best checkpoint becomes an MLflow model on its trial's run: raw inputs in (the training
-split's scaling is part of the model), class probabilities out, saved in PyTorch's exported
-graph format with an input example and signature, registered under the sweep's name with the
-alias `champion`. A champion whose weights were lost (with its worker, or its run directory)
-is trained again from its configuration and seed, which reproduces the network.
+the run directory (a NumPy archive; milliseconds; nothing is lost if the driver dies). When
+the sweep ends, the best checkpoint becomes an MLflow model on its trial's run: raw inputs in
+(the training split's scaling is part of the model), class probabilities out, saved in
+PyTorch's exported graph format with an input example and signature, registered under the
+sweep's name with the alias `champion`. The model folder is built on a worker
+(`champion_export.build_champion`): the driver never loads torch. A champion whose weights
+were lost (with its worker, or its run directory) is trained again from its configuration and
+seed, which reproduces the network.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, Weights, run_to_completion
-from caviar.models.families import build_network, model_config
-from caviar.models.net import deployable
-from caviar.sweeps.record.champion_export import save_champion
+from caviar.models.families import model_config
+from caviar.sweeps.record.champion_export import (
+    BuiltChampion,
+    build_champion,
+    checkpoint_bytes,
+    warm_up,
+)
 from caviar.sweeps.record.tracking import Tracker
 
 
@@ -61,12 +63,20 @@ class ChampionKeeper:
         self.folder = folder
         self.model_name = model_name
         self.note = note
+        self._warmed = False
+
+    def warm(self, executor: TrialExecutor) -> None:
+        """Have an idle worker get ready to build the champion (imports, a first export), once,
+        so that the finale does not wait for it."""
+        if not self._warmed:
+            executor.warm(warm_up)
+            self._warmed = True
 
     def keep(self, label: str, model: ModelConfig, weights: Weights) -> Path:
         """Save a new best trial's network; returns the checkpoint's path."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{label.replace('#', '-')}.pt"
-        torch.save({"model": model.model_dump(mode="json"), "weights": weights}, path)
+        path = self.folder / f"{label.replace('#', '-')}.npz"
+        path.write_bytes(checkpoint_bytes(model.model_dump(mode="json"), weights))
         return path
 
     def checkpoint(
@@ -91,7 +101,7 @@ class ChampionKeeper:
             if checkpoint is None:
                 self.note(f"champion {best.label}: could not be retrained; not logged")
                 return None
-        accuracy = self.publish(best, checkpoint, metric)
+        accuracy = self.publish(best, checkpoint, executor, metric)
         self.note(
             f"champion {best.label}: registered as '{self.model_name}@champion', "
             f"test accuracy {accuracy:.4f}"
@@ -111,43 +121,32 @@ class ChampionKeeper:
             return None
         return self.keep(best.label, best.model, done.weights)
 
-    def network(self, checkpoint: Path) -> torch.nn.Module:
-        """The deployable network of a checkpoint: raw inputs -> class probabilities."""
-        saved = torch.load(checkpoint, weights_only=True)
-        network = build_network(
-            self.data.n_features, self.data.n_classes, model_config(saved["model"])
-        )
-        network.load_state_dict(saved["weights"])
-        return deployable(
-            network, torch.from_numpy(self.data.mean), torch.from_numpy(self.data.std)
-        )
-
-    def test_accuracy(self, network: torch.nn.Module) -> float:
-        with torch.no_grad():
-            probabilities = network(torch.from_numpy(self.data.raw(self.data.x_test)))
-        return float((probabilities.argmax(dim=1).numpy() == self.data.y_test).mean())
-
-    def publish(self, best: Candidate, checkpoint: Path, metric: str) -> float:
+    def publish(
+        self, best: Candidate, checkpoint: Path, executor: TrialExecutor, metric: str
+    ) -> float:
         """Log the champion as an MLflow model, register it, alias it; returns its test accuracy."""
-        network = self.network(checkpoint)
-        accuracy = self.test_accuracy(network)
         assert best.key is not None
+        built: BuiltChampion = executor.run_task(
+            build_champion,
+            best.model.model_dump(mode="json"),
+            checkpoint.read_bytes(),
+            checkpoint.suffix,
+        )
+        if built.fallback:
+            self.note(
+                f"champion {best.label}: torch.export cannot capture this network "
+                f"({built.fallback}); it is saved pickled (network.pt) instead, which "
+                f"loads only where {built.package} is installed"
+            )
         with tempfile.TemporaryDirectory() as folder:
-            saved = save_champion(network, self.data, Path(folder))
-            if saved.fallback:
-                self.note(
-                    f"champion {best.label}: torch.export cannot capture this network "
-                    f"({saved.fallback}); it is saved pickled (network.pt) instead, which "
-                    f"loads only where {_defining_package(network)} is installed"
-                )
             self.tracker.publish_model(
                 best.key,
-                saved.model_dir,
+                built.unpack(Path(folder)),
                 self.model_name,
-                metrics={"test_accuracy": accuracy},
-                tags=self._version_tags(best, metric, accuracy),
+                metrics={"test_accuracy": built.test_accuracy},
+                tags=self._version_tags(best, metric, built.test_accuracy),
             )
-        return accuracy
+        return built.test_accuracy
 
     def _version_tags(self, best: Candidate, metric: str, accuracy: float) -> dict[str, str]:
         return {
@@ -161,15 +160,6 @@ class ChampionKeeper:
             "reference": reference_json(best.reference),
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-
-
-def _defining_package(network: torch.nn.Module) -> str:
-    """The package whose modules the network is made of (beyond torch and caviar)."""
-    for module in network.modules():
-        package = type(module).__module__.split(".")[0]
-        if package not in ("torch", "caviar"):
-            return package
-    return "torch"
 
 
 def reference_json(reference: dict[int, float]) -> str:
@@ -212,6 +202,9 @@ class Champion:
 def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
     """The version with alias `champion` of registered model `model_name`, with its score in
     `metric`; CaviarError if there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, "champion")

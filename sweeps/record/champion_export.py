@@ -3,29 +3,37 @@ from code) over the network exported with `torch.export`, its input columns and 
 
 Loading it needs torch, pandas and MLflow, not caviar. Its signature names the input columns
 with the source's own types (a CSV's integer column stays `long`), and the batch size is free.
+
+The folder is built where the trials run (`build_champion`, a task the executor runs on a
+worker that holds the data): workers have torch loaded already, and the driver never loads it.
+torch, MLflow's pyfunc and pandas are imported inside the functions for that reason.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import tarfile
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import mlflow.pyfunc
 import numpy as np
-import pandas as pd
-import torch
-from mlflow.models import infer_signature
 
 from caviar.models.data import Dataset
 
-MODEL_CODE = Path(__file__).with_name("champion_model.py")
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
-# MLflow says at INFO that it checks the input example against the signature; the sweep's
-# progress is the place for what matters to a user.
-logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
+MODEL_CODE = Path(__file__).with_name("champion_model.py")
+# Saving the model runs on a worker, whose output Ray copies to the sweep's console: MLflow's
+# download progress bars there are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,107 @@ class SavedChampion:
     fallback: str | None  # why the network was pickled instead of exported, if it was
 
 
+@dataclass(frozen=True)
+class BuiltChampion:
+    """A champion's MLflow model folder as a tar archive, and what was measured making it."""
+
+    archive: bytes
+    test_accuracy: float
+    fallback: str | None  # why the network was pickled instead of exported, if it was
+    package: str  # the package its modules come from (beyond torch and caviar)
+
+    def unpack(self, folder: Path) -> Path:
+        """Write the model folder under `folder`; returns its path."""
+        with tarfile.open(fileobj=io.BytesIO(self.archive)) as archive:
+            archive.extractall(folder, filter="data")
+        return folder / "model"
+
+
+def build_champion(
+    data: Dataset, model: dict[str, Any], checkpoint: bytes, suffix: str
+) -> BuiltChampion:
+    """The deployable network of a checkpoint (`suffix` .npz, or .pt from older sweeps),
+    scored on the test split and saved as an MLflow model. Runs on a worker."""
+    import torch
+
+    network = deployable_network(data, model, checkpoint, suffix)
+    with torch.no_grad():
+        probabilities = network(torch.from_numpy(data.raw(data.x_test)))
+    accuracy = float((probabilities.argmax(dim=1).numpy() == data.y_test).mean())
+    with tempfile.TemporaryDirectory() as folder:
+        saved = save_champion(network, data, Path(folder))
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(saved.model_dir, arcname="model")
+    return BuiltChampion(buffer.getvalue(), accuracy, saved.fallback, defining_package(network))
+
+
+def warm_up(data: Dataset) -> None:
+    """Import what `build_champion` needs and export one tiny network, so that building the
+    champion at the end of a sweep takes a fraction of a second, not seconds. Runs on a
+    worker that has nothing else to do."""
+    import torch
+    from torch import nn
+
+    _quiet_mlflow()
+    tiny = nn.Sequential(nn.Linear(data.n_features, 2)).eval()
+    _store(tiny, torch.zeros(2, data.n_features), Path(tempfile.mkdtemp()))
+
+
+def deployable_network(
+    data: Dataset, model: dict[str, Any], checkpoint: bytes, suffix: str
+) -> torch.nn.Module:
+    """Raw inputs -> class probabilities, with the checkpoint's weights."""
+    import torch
+
+    from caviar.models.families import build_network, model_config
+    from caviar.models.net import deployable
+
+    if suffix == ".pt":  # sweeps from before checkpoints were NumPy archives
+        weights = torch.load(io.BytesIO(checkpoint), weights_only=True)["weights"]
+    else:
+        with np.load(io.BytesIO(checkpoint)) as saved:
+            weights = {k[2:]: torch.from_numpy(saved[k]) for k in saved.files if k[:2] == "w/"}
+    network = build_network(data.n_features, data.n_classes, model_config(model))
+    network.load_state_dict(weights)
+    return deployable(network, torch.tensor(data.mean), torch.tensor(data.std))
+
+
+def checkpoint_bytes(model: dict[str, Any], weights: dict[str, np.ndarray]) -> bytes:
+    """A checkpoint: the model's config and its weights, as one NumPy archive (.npz)."""
+    buffer = io.BytesIO()
+    arrays = {f"w/{name}": np.asarray(value) for name, value in weights.items()}
+    np.savez(buffer, model=np.array(json.dumps(model)), **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def defining_package(network: torch.nn.Module) -> str:
+    """The package whose modules the network is made of (beyond torch and caviar)."""
+    for module in network.modules():
+        package = type(module).__module__.split(".")[0]
+        if package not in ("torch", "caviar"):
+            return package
+    return "torch"
+
+
+def _quiet_mlflow() -> None:
+    # MLflow says at INFO that it checks the input example against the signature; the sweep's
+    # progress is the place for what matters to a user.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
+    import mlflow.pyfunc  # noqa: F401
+
+
 def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> SavedChampion:
     """Write the MLflow model of `network` (raw inputs -> class probabilities, in eval mode)
     under `folder`. The network is exported with `torch.export`; one it cannot capture (a
     plugin's data-dependent control flow, say) is saved pickled instead, which loads only
     where the package that defines it is installed."""
+    import mlflow.pyfunc
+    import pandas as pd
+    import torch
+    from mlflow.models import infer_signature
+
+    _quiet_mlflow()
     example = raw_frame(data, data.x_test[:5])
     inputs = torch.tensor(example.to_numpy(dtype=np.float32))
     network.eval()
@@ -71,6 +175,8 @@ def save_champion(network: torch.nn.Module, data: Dataset, folder: Path) -> Save
 def _store(network: torch.nn.Module, inputs: torch.Tensor, folder: Path) -> tuple[Path, str | None]:
     """`network.pt2` (an exported program, any batch size), or `network.pt` (the pickled
     module) with the reason when export fails."""
+    import torch
+
     try:
         program = torch.export.export(
             network, (inputs,), dynamic_shapes=({0: torch.export.Dim("batch")},)
@@ -86,6 +192,8 @@ def _store(network: torch.nn.Module, inputs: torch.Tensor, folder: Path) -> tupl
 
 def raw_frame(data: Dataset, x: np.ndarray) -> pd.DataFrame:
     """Normalised rows as the source had them: named columns with their original types."""
+    import pandas as pd
+
     raw = (x.astype(np.float64) * data.std + data.mean).astype(np.float64)
     frame = pd.DataFrame(raw, columns=list(data.features))
     for name, kind in zip(data.features, data.feature_types, strict=True):

@@ -15,25 +15,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from caviar.sweeps.record.journal import Op
+from caviar.sweeps.sqlite_wal import use_wal
 
 KEY_TAG = "caviar.key"
 
 
-@event.listens_for(Engine, "connect")
-def _sqlite_for_one_writer(connection: Any, _record: Any) -> None:
-    """SQLite stores (MLflow's local store, an SQLite study storage) in write-ahead-log mode
-    with normal sync: a commit no longer waits for the disk, readers (`caviar ui`, `caviar
-    status`) do not block the writer, and a crash still leaves a consistent database (SQLite
-    loses at most the last transactions on a power cut; the journal replays them)."""
-    if type(connection).__module__.startswith("sqlite3"):
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+use_wal()  # before MLflow's store connects
 
 
 _TERMINAL = {"FINISHED", "FAILED", "KILLED"}
@@ -60,6 +49,9 @@ def rejected(exc: Exception) -> bool:
 
 class MlflowOperations:
     """One experiment's runs, by key; `apply` performs one journaled operation."""
+
+    unreachable = staticmethod(unreachable)
+    rejected = staticmethod(rejected)
 
     def __init__(
         self, client: MlflowClient, experiment: str, artifact_location: str | None

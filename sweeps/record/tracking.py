@@ -20,9 +20,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
 from caviar.models.metrics import EpochMetrics
 from caviar.sweeps.record.writer import MlflowWriter
 
@@ -42,6 +39,9 @@ EPOCH_METRICS = {
 # MLflow announces creating and migrating its SQLite tables at INFO on every new store.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+MLFLOW_RUN_NAME = "mlflow.runName"  # MLflow's tag for a run's name (mlflow.utils.mlflow_tags)
 
 
 def default_tracking_uri(run_dir: Path) -> str:
@@ -248,6 +248,8 @@ def _sweep_recorded(tracking_uri: str, experiment: str, sweep: str) -> bool:
     local = tracking_uri.removeprefix("sqlite:///")
     if tracking_uri.startswith("sqlite:///") and not Path(local).exists():
         return False
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

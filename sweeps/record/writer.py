@@ -18,12 +18,13 @@ import os
 import threading
 import time
 from pathlib import Path
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
 
 from caviar.sweeps.record.applier import Applier, Unreachable
 from caviar.sweeps.record.journal import Journal, Op
-from caviar.sweeps.record.operations import MlflowOperations
+
+if TYPE_CHECKING:
+    from caviar.sweeps.record.operations import MlflowOperations
 
 # A driver's terminal is for progress, not for MLflow's per-run links and download bars.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -51,9 +52,15 @@ class MlflowWriter:
             # an outage. Users may still set their own values.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        operations = MlflowOperations(
-            MlflowClient(tracking_uri=tracking_uri), experiment, artifact_location
-        )
+
+        def operations() -> MlflowOperations:  # made by whichever thread applies first
+            from mlflow import MlflowClient
+
+            from caviar.sweeps.record.operations import MlflowOperations
+
+            client = MlflowClient(tracking_uri=tracking_uri)
+            return MlflowOperations(client, experiment, artifact_location)
+
         self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
         self.applier = Applier(self.journal, operations)

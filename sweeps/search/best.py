@@ -76,24 +76,24 @@ class Incumbent:
 @dataclass
 class Usage:
     """How busy the workers were: the epochs' own compute time against the slots' time
-    during the trial phase (first trial started to last trial ended)."""
+    during the trial phase (the first epoch started on a worker to the last trial ended).
+    Times are wall-clock (`time.time()`), so they compare with other processes' clocks."""
 
     slots: int
     compute: float = 0.0  # seconds the reported epochs took, on their workers
     epochs: int = 0
-    first: float | None = None  # time.monotonic() when the first trial started
-    last: float | None = None  # ... and when the last one ended
-
-    def started(self) -> None:
-        if self.first is None:
-            self.first = time.monotonic()
+    first: float | None = None  # when the first epoch started training on its worker
+    last: float | None = None  # when the last trial ended
 
     def epoch(self, seconds: float) -> None:
+        """An epoch's metrics arrived now; it trained for `seconds` before."""
+        began = time.time() - seconds
+        self.first = began if self.first is None else min(self.first, began)
         self.compute += seconds
         self.epochs += 1
 
     def ended(self) -> None:
-        self.last = time.monotonic()
+        self.last = time.time()
 
     @property
     def wall(self) -> float:

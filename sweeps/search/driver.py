@@ -154,11 +154,13 @@ class SweepDriver:
             while budget_left > 0 and len(self._live) < self.executor.slots:
                 live = open_trial(study, plan, self.spec, self.tracker)
                 self._live[live.number] = live
-                self.usage.started()
                 self.executor.start(TrialJob(live.number, live.model, live.train))
                 budget_left -= 1
             for event in self.executor.wait(timeout=0.5):
                 self._handle(plan, event)
+            last = budget_left <= 0 and plan.index == len(self.spec.stages) - 1
+            if last and self.champion is not None and len(self._live) < self.executor.slots:
+                self.champion.warm(self.executor)  # an idle worker readies the finale
             self.progress.running(len(self._live))
             self.tracker.flush(force=False)
             for refusal in self.tracker.refused():
@@ -179,7 +181,9 @@ class SweepDriver:
                 self.best.take(t.value, params, (plan.index, plan.name), t)
 
     def _handle(self, plan: StagePlan, event: Event) -> None:
-        live = self._live[event.key]
+        live = self._live.get(event.key)
+        if live is None:  # an epoch worked ahead, collected with the one that ended its trial
+            return
         if isinstance(event, WorkerLost):
             self.progress.note(
                 f"{plan.name} trial {live.number}: worker lost ({event.reason}); "

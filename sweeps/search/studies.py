@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from caviar.sweeps.errors import CaviarError
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.journal_storage import GroupCommitJournal
+from caviar.sweeps.sqlite_wal import use_wal
 
 FAIL_REASON = "fail_reason"
 MLFLOW_RUN_KEY = "mlflow_run_key"  # the trial run's key (see caviar.sweeps.record.writer)
@@ -65,6 +66,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(GroupCommitJournal(str(path)))
     if url.startswith("sqlite:"):
+        use_wal()
         # A reader (`caviar status`) may hold the file briefly; wait for it rather than fail.
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
     return optuna.storages.RDBStorage(url) if "://" in url else optuna.storages.get_storage(url)

@@ -4,7 +4,7 @@ Every command takes `--run-dir` (default `runs/`), where the Optuna studies, the
 and the locks live. The commands, in the order `caviar --help` lists them:
 """
 
-from caviar.sweeps.views import cli_ops, cli_records, cli_sweep
+from caviar.sweeps.views import cli_cluster, cli_ops, cli_records, cli_sweep
 from caviar.sweeps.views.app import app
 
 for command in (
@@ -21,6 +21,7 @@ for command in (
     cli_sweep.plugins,
 ):
     app.command()(command)
+app.add_typer(cli_cluster.cluster_app, name="cluster")
 
 __all__ = ["app", "main"]
 

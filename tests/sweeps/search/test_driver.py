@@ -132,6 +132,35 @@ def test_an_interrupted_sweep_resumes_to_exactly_its_budget(tmp_path):
     assert len(sweep.runs("tags.`caviar.role` = 'sweep'")) == 1
 
 
+class RunsAhead(InProcessExecutor):
+    """A worker far ahead of the driver: one wait brings every epoch left of a trial."""
+
+    def wait(self, timeout):
+        if not self._due:
+            return []
+        key = self._due.popleft()
+        trainer = self._trainers[key]
+        return [EpochDone(key, trainer.run_epoch()) for _ in range(trainer.config.epochs)]
+
+    def proceed(self, key):
+        pass  # everything was trained already
+
+
+def test_epochs_worked_ahead_past_a_prune_are_dropped(tmp_path):
+    spec = {"stages": [{**TINY_SPEC["stages"][0], "trials": 6}]}
+    data = build_dataset(DigitsSource(source="digits"))
+    sweep = run_local_sweep(tmp_path, spec, executor=RunsAhead(data))
+    trials = sweep.study("search").trials
+    assert [t.state for t in trials].count(TrialState.PRUNED) >= 1
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for t in trials:  # nothing is recorded after the epoch that ended a trial
+        assert max(t.intermediate_values) == len(t.intermediate_values) - 1 + min(
+            t.intermediate_values
+        )
+        if t.state is TrialState.PRUNED:
+            assert max(t.intermediate_values) < TINY_SPEC["train"]["epochs"]
+
+
 class WorkersNeverStart(InProcessExecutor):
     """A cluster whose workers die at once (as with mismatched Ray auth modes)."""
 

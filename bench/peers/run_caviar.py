@@ -1,0 +1,24 @@
+"""caviar through its Python API: the workload as one spec, in RUN_DIR (on an embedded Ray
+instance, or on the local cluster `caviar cluster up` started there, whose workers may be
+warm). `python -m bench.peers.run_caviar OUT.json RUN_DIR SYSTEM`."""
+
+import sys
+from pathlib import Path
+
+import caviar
+from bench.peers import workload as w
+
+
+def main(out: Path, run_dir: Path, system: str) -> None:
+    spec = w.caviar_spec(out.stem)  # a sweep of its own each time: nothing is resumed
+    outcome = caviar.sweep(spec, run_dir, quiet=True)
+    usage = outcome.result.usage
+    measured = w.Measured(system, usage.epochs, usage.compute, usage.first, usage.last)
+    measured.best_val = outcome.result.best.value
+    measured.trials = w.TRIALS
+    measured.notes = {"mlflow_seconds": outcome.mlflow_seconds, "sweep_seconds": outcome.seconds}
+    measured.save(out)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
