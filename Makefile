@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-browser setup-postgres sweep status report retest retune schedule ui test \
 	test-fast lint check bench bench-search bench-tracking bench-driver bench-peers \
-	cluster cluster-down clean
+	bench-packing cluster cluster-down clean
 
 setup: $(BIN)/caviar
 
@@ -102,7 +102,12 @@ bench-driver: setup
 bench-peers: setup
 	$(BIN)/python -m bench peers --out $(RUN_DIR)/bench-peers
 
-bench: bench-search bench-tracking bench-driver bench-peers
+# Epochs per second of K = 1, 4, 16, 64 trials one after another vs packed into one batched
+# model, on one CPU thread (mlp and cnn1d), and how far their curves differ (~4 min).
+bench-packing: setup
+	$(BIN)/python -m bench packing --out $(RUN_DIR)/bench-packing
+
+bench: bench-search bench-tracking bench-driver bench-peers bench-packing
 
 clean:
 	rm -rf $(RUN_DIR) build .pytest_cache .mypy_cache .ruff_cache

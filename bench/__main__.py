@@ -1,9 +1,9 @@
 """`python -m bench <benchmark>` from the repository root (see the Makefile's bench targets)."""
 
-from bench import driver, search, tracking
+from bench import driver, packing, search, tracking
 from bench.app import app
 from bench.peers import command as peers
 
-__all__ = ["driver", "peers", "search", "tracking"]
+__all__ = ["driver", "packing", "peers", "search", "tracking"]
 
 app()

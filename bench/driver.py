@@ -64,6 +64,9 @@ class InstantExecutor:
     def run_task(self, task: Any, *args: Any) -> Any:
         raise RuntimeError("the instant executor has no data to run tasks on")
 
+    def run_tasks(self, task: Any, calls: list[Any]) -> list[Any]:
+        raise RuntimeError("the instant executor has no data to run tasks on")
+
     def warm(self, task: Any) -> None:
         pass
 

@@ -46,14 +46,8 @@ class _Running:
 class RayExecutor:
     """`TrialExecutor` on a Ray cluster (see `caviar.models.executor`)."""
 
-    def __init__(
-        self,
-        data: Dataset | None,
-        resources: TrialResources,
-        slots: int,
-        max_retries: int = 2,
-        warm: bool = False,
-    ) -> None:
+    def __init__(self, data: Dataset | None, resources: TrialResources, slots: int,
+                 max_retries: int = 2, warm: bool = False) -> None:  # fmt: skip
         """Without `data`, the workers start now and get it from `load`. `warm`: lease warm
         workers of the local cluster (CPU trials only) instead of starting new ones."""
         self.resources = resources
@@ -62,10 +56,8 @@ class RayExecutor:
         self._data_ref: ray.ObjectRef | None = None
         remote: Any = ray.remote  # its typed overloads do not know `concurrency_groups`
         actor_class = remote(concurrency_groups=CONCURRENCY_GROUPS)(TrialWorker)
-        warm = warm and resources.gpus == 0
-        self._actors = (
-            WarmActors(actor_class, resources) if warm else FreshActors(actor_class, resources)
-        )
+        source = WarmActors if warm and resources.gpus == 0 else FreshActors
+        self._actors = source(actor_class, resources)
         self._running: dict[int, _Running] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
@@ -146,21 +138,37 @@ class RayExecutor:
                 self._actors.discard(actor)
 
     def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
-        for attempt in range(self.max_retries + 1):
-            actor = self._idle.pop() if self._idle else self._new_actor()
-            try:
-                result: Result = ray.get(actor.run_task.remote(task, *args))
-            except RayActorError:
-                self._actors.discard(actor)
-                if attempt == self.max_retries:
-                    raise
-                continue
-            except RayTaskError as exc:
-                self._idle.append(actor)
-                raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+        return self.run_tasks(task, [args])[0]
+
+    def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
+        results: list[Result] = []
+        for start in range(0, len(calls), self._slots):
+            chunk = calls[start : start + self._slots]
+            actors = [self._idle.pop() if self._idle else self._new_actor() for _ in chunk]
+            refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
+            results += [
+                self._task_result(task, *run) for run in zip(actors, refs, chunk, strict=True)
+            ]
+        return results
+
+    def _task_result(self, task: Callable[..., Result], actor: Any, ref: ray.ObjectRef,
+                     args: tuple[Any, ...], attempt: int = 0) -> Result:  # fmt: skip
+        """What `task` returned on `actor`; run again on a new worker if that one died."""
+        try:
+            result: Result = ray.get(ref)
+        except RayActorError:
+            self._actors.discard(actor)
+            if attempt >= self.max_retries:
+                raise
+            actor = self._new_actor()
+            return self._task_result(
+                task, actor, actor.run_task.remote(task, *args), args, attempt + 1
+            )
+        except RayTaskError as exc:
             self._idle.append(actor)
-            return result
-        raise AssertionError("unreachable")
+            raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+        self._idle.append(actor)
+        return result
 
     def warm(self, task: Callable[[Dataset], None]) -> None:
         for actor in self._idle:

@@ -33,7 +33,11 @@ class TrialWorker:
 
     def __init__(self, threads: int) -> None:
         # torch loads now, while the driver still prepares: the first trial finds it loaded.
+        import torch
+
         import caviar.models.train  # noqa: F401
+
+        torch.set_num_threads(max(1, threads))  # tasks (a packed run) too, not only trials
 
         self.data: Dataset | None = None  # the sweep's data, given by `use`
         self.threads = threads

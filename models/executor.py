@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.metrics import EpochMetrics
+from caviar.models.packs import group, train_pack
 
 Weights = dict[str, Any]  # a network's state dict as NumPy arrays
 Result = TypeVar("Result")
@@ -88,6 +89,11 @@ class TrialExecutor(Protocol):
         waits for its result. `task` must be importable by name (a module's function)."""
         ...
 
+    def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
+        """`task(data, *args)` for each `args` of `calls`, each on a worker of its own, as
+        many at once as there are slots; waits for all; results in the order of `calls`."""
+        ...
+
     def warm(self, task: Callable[[Dataset], None]) -> None:
         """Run `task(data)` on every idle worker that has not run it, without waiting; a
         trial started on such a worker afterwards queues behind it."""
@@ -105,14 +111,20 @@ class Trained:
 
 
 def run_to_completion(
-    executor: TrialExecutor, jobs: list[TrialJob], keep_weights: bool = False
+    executor: TrialExecutor, jobs: list[TrialJob], keep_weights: bool = False, pack: int = 1
 ) -> dict[int, Trained | str]:
-    """Train every job for all its epochs (no pruning), as many at once as the executor holds.
+    """Train every job for all its epochs (no pruning), as many at once as the executor holds;
+    with `pack` > 1, same-shape jobs train in packs of up to `pack` (`caviar.models.packs`).
 
     Returns each job's result (with its weights if `keep_weights`), or the reason it failed
     (a crash, or a loss that diverged)."""
-    waiting = list(jobs)
     results: dict[int, Trained | str] = {}
+    waiting = list(jobs)
+    if pack > 1:
+        packs, waiting = group(waiting, pack, executor.slots)
+        calls = [(p[0].model, {j.key: j.train for j in p}, keep_weights) for p in packs]
+        for trained in executor.run_tasks(train_pack, calls) if calls else []:
+            results.update(trained)
     curves: dict[int, list[EpochMetrics]] = {}
     epochs = {job.key: job.train.epochs for job in jobs}
     while waiting or curves:

@@ -52,6 +52,9 @@ class InProcessExecutor:
     def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
         return task(self.data, *args)
 
+    def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
+        return [task(self.data, *args) for args in calls]
+
     def warm(self, task: Callable[[Dataset], None]) -> None:
         pass  # nothing to gain in one process: the task would run on the critical path
 

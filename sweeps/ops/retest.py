@@ -81,7 +81,7 @@ def retrain_scores(
         TrialJob(i, champion.model, champion.train.model_copy(update={"seed": seed}))
         for i, seed in enumerate(retest_seeds(spec, champion))
     ]
-    results = run_to_completion(executor, jobs)
+    results = run_to_completion(executor, jobs, pack=spec.parallel.pack)
     outcomes = [results[job.key] for job in jobs]
     metric = spec.objective.metric
     scores = [float(getattr(r.curve[-1], metric)) for r in outcomes if isinstance(r, Trained)]

@@ -86,7 +86,7 @@ class Finale:
                 f"choosing the champion among {len(found)} trial(s) by their mean over "
                 f"{extra + 1} seeds"
             )
-        scores = seed_scores(self.executor, found, extra, self.metric)
+        scores = seed_scores(self.executor, found, extra, self.metric, self.spec.parallel.pack)
         assert self.spec.objective.direction is not None
         winner = choose(found, scores, self.spec.objective.direction, self._tolerance(found))
         incumbent = next((c.label for c in found if c.incumbent), None)

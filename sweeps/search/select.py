@@ -77,10 +77,10 @@ class Selection:
 
 
 def seed_scores(
-    executor: TrialExecutor, contenders: list[Contender], extra: int, metric: str
+    executor: TrialExecutor, contenders: list[Contender], extra: int, metric: str, pack: int = 1
 ) -> dict[str, list[float]]:
     """Each contender's score with its own seed and `extra` more (`seed + 1 ... seed + extra`),
-    all trained at once on the executor's workers."""
+    all trained at once on the executor's workers (same-shape runs packed by up to `pack`)."""
     jobs: dict[int, tuple[str, int]] = {}
     for contender in contenders:
         for offset in range(1, extra + 1):
@@ -92,6 +92,7 @@ def seed_scores(
             TrialJob(key, by_label[label].model, _reseeded(by_label[label].train, offset))
             for key, (label, offset) in jobs.items()
         ],
+        pack=pack,
     )
     scores = {c.label: [c.value] + [math.nan] * extra for c in contenders}
     for key, (label, offset) in jobs.items():

@@ -168,6 +168,13 @@ class ParallelSpec(Strict):
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU.")
     max_retries: int = Field(2, ge=0, description="Re-runs of a trial whose worker process died.")
+    pack: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Same-shape trials trained as one batched model on a worker (re-test "
+        "seeds, seed-robust re-runs); 1 trains each alone.",
+    )
 
 
 class SweepSpec(Strict):

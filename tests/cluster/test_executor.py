@@ -13,7 +13,8 @@ from caviar.cluster.runtime import TrialResources, concurrent_slots
 from caviar.models.config import MlpConfig, TrainConfig
 from caviar.models.data import build_dataset
 from caviar.models.errors import CaviarError
-from caviar.models.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost
+from caviar.models.executor import EpochDone, TrialCrashed, TrialJob, WorkerLost, run_to_completion
+from caviar.models.inprocess import InProcessExecutor
 from caviar.models.sources import DigitsSource
 
 pytestmark = pytest.mark.usefixtures("ray_instance")
@@ -107,3 +108,19 @@ def test_slots_fit_the_cluster():
     assert concurrent_slots(1, TrialResources(cpus=1)) == 1
     with pytest.raises(CaviarError, match=r"gpus_per_trial is 0\.5 but the Ray cluster has 0 GPUs"):
         concurrent_slots(2, TrialResources(cpus=1, gpus=0.5))
+
+
+def test_packed_runs_train_on_the_workers_each_with_its_own_result(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=2)
+    try:
+        jobs = [TrialJob(k, JOB.model, JOB.train.model_copy(update={"seed": k})) for k in range(6)]
+        packed = run_to_completion(executor, jobs, keep_weights=True, pack=4)
+    finally:
+        executor.close()
+    alone = run_to_completion(InProcessExecutor(data), jobs)
+    assert sorted(packed) == list(range(6))
+    for key, result in packed.items():
+        assert [m.epoch for m in result.curve] == [1, 2, 3]
+        assert result.weights is not None
+        expected = alone[key].curve[-1].val_loss
+        assert result.curve[-1].val_loss == pytest.approx(expected, abs=1e-5)

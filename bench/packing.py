@@ -1,0 +1,99 @@
+"""How much faster packed trials train: epochs per second of K trials trained one after
+another (each its own `Trainer`, as separate trials run on one worker) against the same K
+trials packed into one `PackedTrainer`, on one CPU thread, and whether their curves agree.
+
+`python -m bench packing` (`make bench-packing`): MNIST-1D (the peers benchmark's split,
+3,200 training samples), the BN-MLP of the peers benchmark (2 layers of width 32 and of 128,
+batch 128, SGD with momentum) and the conv family (cnn1d, 2 blocks x 16 channels), K = 1, 4,
+16, 64. The mlp packs as batched matrix products, cnn1d through `vmap`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.app import app
+from bench.peers import workload as w
+
+# The packing gain shrinks as one member's matrix products grow: a width of 32 is what
+# packing is for (a small network leaves most of a core idle), 128 the peers' default width.
+FAMILIES = {
+    "mlp, width 32": {"hidden_units": 32, "layers": 2},
+    "mlp, width 128": {"hidden_units": 128, "layers": 2},
+    "cnn1d": {"family": "cnn1d", "channels": 16, "blocks": 2},
+}
+
+
+@app.command()
+def packing(
+    out: Annotated[Path, typer.Option(help="Folder for results.json.")] = Path(
+        "runs/bench-packing"
+    ),
+    sizes: Annotated[str, typer.Option(help="Pack sizes K, comma-separated.")] = "1,4,16,64",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs timed per trial.")] = 2,
+) -> None:
+    """Epochs per second, K trials one after another vs packed into one model."""
+    import torch
+
+    from caviar.models.data import build_dataset
+
+    torch.set_num_threads(1)
+    data = build_dataset(_source())
+    _measure(data, "cnn1d", 2, 1)  # first calls (allocator, kernels) are not timed
+    rows = []
+    for family in FAMILIES:
+        for k in (int(s) for s in sizes.split(",")):
+            rows.append(_measure(data, family, k, epochs))
+            Console().print(rows[-1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    table = Table("family", "K", "one after another", "packed", "speed-up",
+                  "largest |val loss difference|",
+                  title="epochs per second, one CPU thread, MNIST-1D 3,200 train")  # fmt: skip
+    for r in rows:
+        table.add_row(r["family"], str(r["k"]), f"{r['separate']:.1f}", f"{r['packed']:.1f}",
+                      f"{r['packed'] / r['separate']:.2f}x", f"{r['difference']:.1e}")  # fmt: skip
+    Console().print(table)
+
+
+def _source() -> Any:
+    from caviar.models.sources import Mnist1dSource
+
+    return Mnist1dSource(source="mnist1d", samples=w.SAMPLES, seed=w.DATA_SEED,
+                         val_fraction=1 / 6, test_fraction=1 / 6)  # fmt: skip
+
+
+def _measure(data: Any, family: str, k: int, epochs: int) -> dict[str, Any]:
+    from caviar.models.config import TrainConfig
+    from caviar.models.families import model_config
+    from caviar.models.packed import PackedTrainer
+    from caviar.models.train import Trainer
+
+    model = model_config(FAMILIES[family])
+    trains = {
+        i: TrainConfig(
+            epochs=epochs, batch_size=128, lr=0.02 * (1 + i % 5), momentum=0.9, seed=i, device="cpu"
+        )
+        for i in range(k)
+    }
+    started = time.perf_counter()
+    alone = {}
+    for i, train in trains.items():
+        trainer = Trainer(data, model, train, threads=1)
+        alone[i] = [trainer.run_epoch().val_loss for _ in range(epochs)]
+    separate = time.perf_counter() - started
+    started = time.perf_counter()
+    packed = PackedTrainer(data, model, trains, threads=1)
+    together = [packed.run_epoch() for _ in range(epochs)]
+    packed_seconds = time.perf_counter() - started
+    difference = max(abs(together[e][i].val_loss - alone[i][e]) for i in trains
+                     for e in range(epochs))  # fmt: skip
+    return {"family": family, "k": k, "separate": k * epochs / separate,
+            "packed": k * epochs / packed_seconds, "difference": difference}  # fmt: skip

@@ -1,0 +1,206 @@
+"""Packed trials: several same-shape networks trained as one batched model in one process.
+
+Small networks leave most of a core (and nearly all of a GPU) idle; training K of them as one
+model with batched matrix products fills it. Each member keeps everything that makes it its
+own trial: its initial weights (built from its own seed, as `Trainer` builds them), its data
+order (its own generator), its own BatchNorm statistics, its learning rate, momentum, betas,
+eps, weight decay and schedule (`PackedOptimizer`). The members' losses are summed before
+the backward pass, so no gradient crosses from one member to another, and each member's curve
+is the one it would have had alone, up to floating-point rounding.
+
+Any family's network packs: the members' parameters are stacked (`torch.func`) and the
+network runs under `vmap`; a chain of Linear, BatchNorm1d and activations (the `mlp` family)
+runs as batched matrix products with one BatchNorm over members x features, which is faster.
+Members must share the architecture (model config), batch size, optimizer kind and device; a
+network with dropout would draw its masks differently from a lone run, so it does not pack
+(`packable` says why). A member that is pruned, diverges or finishes its epochs is removed;
+the others go on undisturbed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
+
+from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.data import Dataset
+from caviar.models.families import build_network
+from caviar.models.metrics import EpochMetrics
+from caviar.models.optim import lr_factor
+from caviar.models.packed_optim import PackedOptimizer
+from caviar.models.packs import packable
+from caviar.models.train import EpochAborted, choose_device
+
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
+
+
+def stacks_by_layer(network: nn.Module) -> bool:
+    """Whether `network` is a chain of Linear, BatchNorm1d and elementwise activations (the
+    `mlp` family's shape), which packs as batched matrix products; others go through vmap."""
+    if not isinstance(network, nn.Sequential) or not isinstance(network[0], nn.Linear):
+        return False
+    for module in network:
+        if isinstance(module, nn.BatchNorm1d):
+            if module.momentum is None or not (module.affine and module.track_running_stats):
+                return False
+        elif not isinstance(module, (nn.Linear, *ELEMENTWISE)):
+            return False
+    return True
+
+
+def forward_by_layer(shape: nn.Sequential, params: dict, buffers: dict, x: torch.Tensor,
+                     training: bool) -> torch.Tensor:  # fmt: skip
+    """The packed chain on `x` (members, batch, features): a `bmm` per Linear, and one
+    BatchNorm over members x features, whose statistics stay per member and feature."""
+    for name, module in shape.named_children():
+        if isinstance(module, nn.Linear):
+            weight = params[f"{name}.weight"]  # (members, out, in)
+            bias = params.get(f"{name}.bias")
+            x = torch.matmul(x, weight.transpose(1, 2))
+            if bias is not None:
+                x = x + bias.unsqueeze(1)
+        elif isinstance(module, nn.BatchNorm1d):
+            members, batch, features = x.shape
+            flat = x.transpose(0, 1).reshape(batch, members * features)
+            mean, var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
+            gamma, beta = params[f"{name}.weight"], params[f"{name}.bias"]
+            flat = F.batch_norm(
+                flat, mean.view(-1), var.view(-1), gamma.reshape(-1), beta.reshape(-1),
+                training, module.momentum or 0.0, module.eps,
+            )  # fmt: skip
+            if training:
+                buffers[f"{name}.num_batches_tracked"].add_(1)
+            x = flat.view(batch, members, features).transpose(0, 1)
+        else:
+            x = module(x)
+    return x
+
+
+class PackedTrainer:
+    """K trials of one shape, one epoch per call for all of them (keys name the members)."""
+
+    def __init__(self, data: Dataset, model: ModelConfig, trains: dict[int, TrainConfig],
+                 threads: int | None = None) -> None:  # fmt: skip
+        reason = packable(model, list(trains.values()))
+        if reason is not None:
+            raise ValueError(f"cannot pack these trials: {reason}")
+        if threads is not None:
+            torch.set_num_threads(max(1, threads))
+        first = next(iter(trains.values()))
+        self.device = choose_device(first.device)
+        self.keys = list(trains)
+        self.configs = list(trains.values())
+        networks = []
+        for config in self.configs:  # each member's weights from its own seed, as alone
+            torch.manual_seed(config.seed)
+            networks.append(build_network(data.n_features, data.n_classes, model))
+        params, buffers = stack_module_state(networks)
+        self.params = {k: v.to(self.device).detach().requires_grad_() for k, v in params.items()}
+        self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
+        self._shape = copy.deepcopy(networks[0]).to("meta")
+        self.by_layer = stacks_by_layer(self._shape)
+
+        def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self._shape, (p, b), (x,))
+
+        self._vmapped = vmap(forward)  # each member its own batch
+        self._vmapped_eval = vmap(forward, in_dims=(0, 0, None))  # all members, same inputs
+        self.optimizer = PackedOptimizer(list(self.params.values()), self.configs)
+        self._orders = [torch.Generator().manual_seed(c.seed) for c in self.configs]
+        self._x_train, self._y_train = self._tensors(data.x_train, data.y_train)
+        self._x_val, self._y_val = self._tensors(data.x_val, data.y_val)
+        self.epoch = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def run_epoch(self, stop: Callable[[], bool] | None = None) -> dict[int, EpochMetrics]:
+        """Train every member one epoch and evaluate each; metrics by member key. `stop` is
+        asked between mini-batches (`EpochAborted` when it says so), as in `Trainer`."""
+        start = time.perf_counter()
+        lrs = [c.lr * lr_factor(c.lr_schedule, c.lr_decay, self.epoch) for c in self.configs]
+        self.optimizer.lr = torch.tensor(lrs, dtype=self.optimizer.lr.dtype, device=self.device)
+        train_losses = self._train_one_pass(stop)
+        val_losses, accuracies = self._evaluate()
+        self.epoch += 1
+        seconds = (time.perf_counter() - start) / self.size  # each member's share
+        return {
+            key: EpochMetrics(
+                self.epoch,
+                float(train_losses[i]),
+                float(val_losses[i]),
+                float(accuracies[i]),
+                lrs[i],
+                seconds,
+            )
+            for i, key in enumerate(self.keys)
+        }
+
+    def remove(self, key: int) -> None:
+        """Member `key` leaves the pack (pruned, diverged, done, failed)."""
+        rows = torch.tensor([i for i, k in enumerate(self.keys) if k != key], device=self.device)
+        index = self.keys.index(key)
+        del self.keys[index], self.configs[index], self._orders[index]
+        self.params = {k: v.detach()[rows].requires_grad_() for k, v in self.params.items()}
+        self.buffers = {k: v[rows] for k, v in self.buffers.items()}
+        self.optimizer.keep(rows, list(self.params.values()))
+
+    def state_dict(self, key: int) -> dict[str, torch.Tensor]:
+        """Member `key`'s network state, as its own network's `state_dict` would be."""
+        i = self.keys.index(key)
+        both = {**self.params, **self.buffers}
+        return {k: v[i].detach().clone() for k, v in both.items()}
+
+    def _train_one_pass(self, stop: Callable[[], bool] | None) -> torch.Tensor:
+        n, size = len(self._y_train), self.configs[0].batch_size
+        orders = torch.stack([torch.randperm(n, generator=g) for g in self._orders])
+        orders = orders.to(self.device)
+        stops = [*range(size, n, size), n]
+        if len(stops) > 1 and stops[-1] - stops[-2] < 2:  # as `Trainer`: no batch of one
+            stops.pop(-2)
+        total = torch.zeros(self.size, device=self.device)
+        start = 0
+        for end in stops:
+            if stop is not None and stop():
+                raise EpochAborted
+            rows = orders[:, start:end]  # (members, batch)
+            logits = self._forward(self._x_train[rows], training=True)
+            losses = F.cross_entropy(logits.flatten(0, 1), self._y_train[rows].flatten(),
+                                     reduction="none").view(self.size, -1).mean(dim=1)  # fmt: skip
+            self.optimizer.zero_grad()
+            losses.sum().backward()  # members do not share a parameter: grads stay apart
+            self.optimizer.step()
+            total += losses.detach() * (end - start)
+            start = end
+        return (total / n).cpu()
+
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits = self._forward(self._x_val, training=False)
+            labels = self._y_val.expand(self.size, -1)
+            losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+            accuracy = (logits.argmax(dim=2) == labels).float().mean(dim=1)
+        return losses.view(self.size, -1).mean(dim=1).cpu(), accuracy.cpu()
+
+    def _forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """Logits (members, batch, classes) of `x`: (members, batch, features) in training,
+        (batch, features) shared by all members in evaluation."""
+        self._shape.train(training)
+        if isinstance(self._shape, nn.Sequential) and self.by_layer:
+            return forward_by_layer(self._shape, self.params, self.buffers, x, training)
+        if training:
+            return self._vmapped(self.params, self.buffers, x)
+        return self._vmapped_eval(self.params, self.buffers, x)
+
+    def _tensors(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.tensor(x, dtype=torch.float32, device=self.device),
+            torch.tensor(y, dtype=torch.int64, device=self.device),
+        )

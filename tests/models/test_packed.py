@@ -1,0 +1,152 @@
+"""Packed trials train as they would alone: same curves, members removed without disturbing
+the others; what cannot pack says why."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from caviar.models.config import TrainConfig
+from caviar.models.data import build_dataset
+from caviar.models.executor import TrialJob, run_to_completion
+from caviar.models.families import model_config
+from caviar.models.inprocess import InProcessExecutor
+from caviar.models.packed import PackedTrainer
+from caviar.models.packs import group, packable
+from caviar.models.sources import DigitsSource
+from caviar.models.train import Trainer
+
+MLP = {"hidden_units": 24, "layers": 2}
+CNN = {"family": "cnn1d", "channels": 6, "blocks": 2}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return build_dataset(DigitsSource(source="digits"))
+
+
+def members(optimizer: str = "sgd", **shared) -> dict[int, TrainConfig]:
+    """Three trials of one shape, each with its own hyperparameters and seed."""
+    settings = [(0.05, 0.9, 0.0, "constant", 11), (0.01, 0.5, 1e-3, "inverse", 12),
+                (0.2, 0.0, 1e-4, "exponential", 13)]  # fmt: skip
+    scale = 0.02 if optimizer != "sgd" else 1.0
+    return {
+        key: TrainConfig(
+            epochs=4,
+            batch_size=64,
+            optimizer=optimizer,
+            lr=lr * scale,
+            momentum=momentum,
+            weight_decay=decay,
+            lr_schedule=schedule,
+            lr_decay=0.2,
+            seed=seed,
+            **shared,
+        )
+        for key, (lr, momentum, decay, schedule, seed) in zip((7, 8, 9), settings, strict=True)
+    }
+
+
+def curves_side_by_side(data, model, trains, epochs, remove_after=None):
+    """Each member's metrics packed and alone, epoch by epoch; member 8 leaves the pack
+    after `remove_after` epochs (as a pruned trial would)."""
+    packed = PackedTrainer(data, model, trains, threads=1)
+    alone = {key: Trainer(data, model, train, threads=1) for key, train in trains.items()}
+    pairs = []
+    for epoch in range(epochs):
+        if epoch == remove_after:
+            packed.remove(8)
+            del alone[8]
+        got = packed.run_epoch()
+        assert set(got) == set(alone)
+        pairs += [(got[key], trainer.run_epoch()) for key, trainer in alone.items()]
+    return packed, alone, pairs
+
+
+@pytest.mark.parametrize("family", [MLP, CNN], ids=["mlp", "cnn1d"])
+def test_each_members_curve_is_its_curve_alone(digits, family):
+    model = model_config(family)
+    packed, alone, pairs = curves_side_by_side(digits, model, members(), epochs=3)
+    assert packed.by_layer == (family is MLP)  # the mlp takes the batched-matmul path
+    for mine, theirs in pairs:
+        assert mine.epoch == theirs.epoch and mine.lr == pytest.approx(theirs.lr)
+        assert mine.train_loss == pytest.approx(theirs.train_loss, abs=1e-5)
+        assert mine.val_loss == pytest.approx(theirs.val_loss, abs=1e-5)
+        assert mine.val_accuracy == pytest.approx(theirs.val_accuracy, abs=1e-6)
+    for key, trainer in alone.items():  # and the weights, BatchNorm statistics included
+        expected = trainer.network.state_dict()
+        got = packed.state_dict(key)
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name].to(value.dtype), value, atol=1e-5, rtol=1e-4)
+
+
+def test_a_removed_member_leaves_the_others_on_their_own_curves(digits):
+    model = model_config(MLP)
+    packed, _, pairs = curves_side_by_side(digits, model, members(), epochs=4, remove_after=2)
+    assert packed.keys == [7, 9]
+    for mine, theirs in pairs:
+        assert mine.val_loss == pytest.approx(theirs.val_loss, abs=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_adaptive_optimisers_follow_their_lone_runs(digits, optimizer):
+    # Their steps divide by running gradient magnitudes, which magnifies float rounding over
+    # many steps: the curves agree closely, not to the last digit.
+    model = model_config(CNN)
+    _, _, pairs = curves_side_by_side(digits, model, members(optimizer), epochs=2)
+    for mine, theirs in pairs:
+        assert mine.val_loss == pytest.approx(theirs.val_loss, abs=2e-2)
+        assert mine.val_accuracy == pytest.approx(theirs.val_accuracy, abs=2e-2)
+
+
+def test_a_diverging_member_does_not_touch_the_others(digits):
+    model = model_config(MLP)
+    trains = members()
+    trains[8] = trains[8].model_copy(update={"lr": 1e6})  # explodes at once
+    packed = PackedTrainer(digits, model, trains, threads=1)
+    alone = Trainer(digits, model, trains[7], threads=1)
+    got = packed.run_epoch()
+    assert got[8].diverged and not got[7].diverged
+    assert got[7].val_loss == pytest.approx(alone.run_epoch().val_loss, abs=1e-5)
+
+
+def test_what_cannot_pack_says_why():
+    trains = list(members().values())
+    assert packable(model_config(MLP), trains) is None
+    assert "dropout" in packable(model_config({**CNN, "dropout": 0.1}), trains)
+    mixed = [trains[0], trains[1].model_copy(update={"batch_size": 32})]
+    assert "batch_size" in packable(model_config(MLP), mixed)
+    with pytest.raises(ValueError, match="optimizer"):
+        PackedTrainer(None, model_config(MLP), {1: trains[0], 2: members("adam")[8]})
+
+
+def test_jobs_of_one_shape_pack_and_the_rest_train_alone():
+    mlp, wide = model_config(MLP), model_config({**MLP, "hidden_units": 48})
+    same = [TrialJob(k, mlp, t) for k, t in members().items()]
+    other_batch = TrialJob(20, mlp, members()[7].model_copy(update={"batch_size": 32}))
+    packs, alone = group([*same, TrialJob(21, wide, members()[7]), other_batch], 16, slots=2)
+    assert [[j.key for j in p] for p in packs] == [[7, 8, 9]]
+    assert sorted(j.key for j in alone) == [20, 21]
+    many = [TrialJob(k, mlp, members()[7]) for k in range(40)]
+    packs, alone = group(many, 16, slots=2)
+    assert [len(p) for p in packs] == [14, 14, 12] and not alone  # none over 16, spread
+    packs, _ = group(many[:6], 16, slots=2)
+    assert [len(p) for p in packs] == [3, 3]  # both workers get a pack
+
+
+def test_run_to_completion_packs_and_gives_each_job_its_own_result(digits):
+    model = model_config(MLP)
+    trains = members()
+    trains[8] = trains[8].model_copy(update={"lr": 1e6})  # diverges
+    jobs = [TrialJob(k, model, t.model_copy(update={"epochs": 2})) for k, t in trains.items()]
+    jobs.append(TrialJob(30, model_config({**MLP, "hidden_units": 16}), jobs[0].train))
+    packed = run_to_completion(InProcessExecutor(digits), jobs, keep_weights=True, pack=8)
+    alone = run_to_completion(InProcessExecutor(digits), jobs, keep_weights=True)
+    assert packed[8] == alone[8] == "diverged"
+    for key in (7, 9, 30):
+        assert [m.epoch for m in packed[key].curve] == [1, 2]
+        assert packed[key].curve[-1].val_loss == pytest.approx(
+            alone[key].curve[-1].val_loss, abs=1e-5
+        )
+        assert set(packed[key].weights) == set(alone[key].weights)
