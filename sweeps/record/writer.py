@@ -63,7 +63,9 @@ class MlflowWriter:
 
         self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
-        self.applier = Applier(self.journal, operations)
+        # A tracking server takes requests for different runs at once; a local store one.
+        remote = tracking_uri.startswith(("http://", "https://"))
+        self.applier = Applier(self.journal, operations, side_by_side=4 if remote else 1)
         self.retry_seconds = retry_seconds
         self.seconds = 0.0  # time callers spent waiting on this writer
         self._lock = self.applier.lock

@@ -164,3 +164,52 @@ def test_a_journal_left_by_a_killed_driver_is_replayed_at_the_next_start(tmp_pat
     (run,) = client.search_runs([client.get_experiment_by_name("replay").experiment_id])  # one
     assert run.data.tags[KEY_TAG] == "k" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+
+
+def test_a_backlog_of_epoch_metrics_goes_out_in_one_request_per_run(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    requests: list[str] = []
+    log_batch = MlflowClient.log_batch
+
+    def counted(self, run_id, *args, **kwargs):  # the real call, counted
+        requests.append(run_id)
+        return log_batch(self, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counted)
+    writer = MlflowWriter(uri, "backlog", tmp_path / "spool", background=True)
+    writer.create_run("a", "a", {})
+    writer.create_run("b", "b", {})
+    assert writer.drain() == 0
+    with writer.applier.lock:  # the writer falls behind: 2 x 30 epochs wait, interleaved
+        for step in range(30):
+            for key in ("a", "b"):
+                writer.log_batch(key, [("loss", 1 / (step + 1), 1000 + step, step)], {"p": "1"})
+        writer.set_status("a", "FINISHED")
+        writer.log_batch("b", [("loss", 0.0, 2000, 30)])
+    assert writer.close() == 0
+    assert len(requests) <= 3, "one request per run for the backlog, then b's last epoch"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("backlog").experiment_id])
+    steps = {
+        r.data.tags[KEY_TAG]: [m.step for m in client.get_metric_history(r.info.run_id, "loss")]
+        for r in runs
+    }
+    assert steps == {"a": list(range(30)), "b": list(range(31))}
+    assert {r.data.tags[KEY_TAG]: r.info.status for r in runs}["a"] == "FINISHED"
+
+
+def test_a_refused_write_in_a_backlog_is_set_aside_alone(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = MlflowWriter(uri, "refusal", tmp_path / "spool", background=True)
+    writer.create_run("a", "a", {})
+    assert writer.drain() == 0
+    with writer.applier.lock:
+        writer.log_batch("a", [("loss", 1.0, 1000, 0)], {"width": "32"})
+        writer.log_batch("a", [("loss", 0.5, 1001, 1)], {"width": "64"})  # MLflow refuses this
+        writer.log_batch("a", [("loss", 0.2, 1002, 2)])
+    assert writer.close() == 0
+    assert len(writer.refused()) == 1
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("refusal").experiment_id])
+    assert run.data.params == {"width": "32"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 2]
