@@ -5,7 +5,7 @@ trials packed into one `PackedTrainer`, on one CPU thread, and whether their cur
 `python -m bench packing` (`make bench-packing`): MNIST-1D (the peers benchmark's split,
 3,200 training samples), the BN-MLP of the peers benchmark (2 layers of width 32 and of 128,
 batch 128, SGD with momentum) and the conv family (cnn1d, 2 blocks x 16 channels), K = 1, 4,
-16, 64. The mlp packs as batched matrix products, cnn1d through `vmap`.
+16, 64. The mlp packs as batched matrix products, cnn1d as grouped convolutions.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ the backward pass, so no gradient crosses from one member to another, and each m
 is the one it would have had alone, up to floating-point rounding.
 
 Any family's network packs: the members' parameters are stacked (`torch.func`) and the
-network runs under `vmap`; a chain of Linear, BatchNorm1d and activations (the `mlp` family)
-runs as batched matrix products with one BatchNorm over members x features, which is faster.
+network runs under `vmap`; a chain of the built-in families' layers runs as batched tensor
+operations instead (`packed_layers`: batched matrix products, grouped convolutions), faster.
 Members must share the architecture (model config), batch size, optimizer kind and device; a
 network with dropout would draw its masks differently from a lone run, so it does not pack
 (`packable` says why). A member that is pruned, diverges or finishes its epochs is removed;
@@ -33,53 +33,10 @@ from caviar.models.data import Dataset
 from caviar.models.families import build_network
 from caviar.models.metrics import EpochMetrics
 from caviar.models.optim import lr_factor
+from caviar.models.packed_layers import forward_by_layer, runs_by_layer
 from caviar.models.packed_optim import PackedOptimizer
 from caviar.models.packs import packable
 from caviar.models.train import EpochAborted, choose_device
-
-ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
-
-
-def stacks_by_layer(network: nn.Module) -> bool:
-    """Whether `network` is a chain of Linear, BatchNorm1d and elementwise activations (the
-    `mlp` family's shape), which packs as batched matrix products; others go through vmap."""
-    if not isinstance(network, nn.Sequential) or not isinstance(network[0], nn.Linear):
-        return False
-    for module in network:
-        if isinstance(module, nn.BatchNorm1d):
-            if module.momentum is None or not (module.affine and module.track_running_stats):
-                return False
-        elif not isinstance(module, (nn.Linear, *ELEMENTWISE)):
-            return False
-    return True
-
-
-def forward_by_layer(shape: nn.Sequential, params: dict, buffers: dict, x: torch.Tensor,
-                     training: bool) -> torch.Tensor:  # fmt: skip
-    """The packed chain on `x` (members, batch, features): a `bmm` per Linear, and one
-    BatchNorm over members x features, whose statistics stay per member and feature."""
-    for name, module in shape.named_children():
-        if isinstance(module, nn.Linear):
-            weight = params[f"{name}.weight"]  # (members, out, in)
-            bias = params.get(f"{name}.bias")
-            x = torch.matmul(x, weight.transpose(1, 2))
-            if bias is not None:
-                x = x + bias.unsqueeze(1)
-        elif isinstance(module, nn.BatchNorm1d):
-            members, batch, features = x.shape
-            flat = x.transpose(0, 1).reshape(batch, members * features)
-            mean, var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
-            gamma, beta = params[f"{name}.weight"], params[f"{name}.bias"]
-            flat = F.batch_norm(
-                flat, mean.view(-1), var.view(-1), gamma.reshape(-1), beta.reshape(-1),
-                training, module.momentum or 0.0, module.eps,
-            )  # fmt: skip
-            if training:
-                buffers[f"{name}.num_batches_tracked"].add_(1)
-            x = flat.view(batch, members, features).transpose(0, 1)
-        else:
-            x = module(x)
-    return x
 
 
 class PackedTrainer:
@@ -104,7 +61,7 @@ class PackedTrainer:
         self.params = {k: v.to(self.device).detach().requires_grad_() for k, v in params.items()}
         self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
         self._shape = copy.deepcopy(networks[0]).to("meta")
-        self.by_layer = stacks_by_layer(self._shape)
+        self.by_layer = runs_by_layer(self._shape)
 
         def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
             return functional_call(self._shape, (p, b), (x,))

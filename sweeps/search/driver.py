@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from caviar.models.errors import CaviarError
 from caviar.models.executor import (
@@ -29,7 +29,6 @@ from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best, Incumbent, TrialEnd, Usage
 from caviar.sweeps.search.finale import Finale, FinaleResult
-from caviar.sweeps.search.ranking import VAL_LOSS
 from caviar.sweeps.search.space import format_box
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.stages import OpenedStage, StagePlan, open_stage, plan_stages
@@ -37,13 +36,13 @@ from caviar.sweeps.search.studies import (
     CHECKPOINT,
     INCUMBENT,
     INTERRUPTED,
-    is_carried,
     uses_budget,
 )
 from caviar.sweeps.search.trials import (
     LiveTrial,
+    TrialSupply,
+    absorb_finished,
     close_trial,
-    open_trial,
     reissue_interrupted,
     requeue,
     state_label,
@@ -94,6 +93,7 @@ class SweepDriver:
         self._finished = 0
         self._stillborn = 0  # trials in a row whose worker died before their first epoch
         self.usage = Usage(executor.slots)
+        self._supply: TrialSupply | None = None  # the running stage's next trials
 
     def run(self) -> SweepResult:
         """Run every stage's remaining budget and publish the champion; on any exit, running
@@ -147,38 +147,27 @@ class SweepDriver:
     def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
         reissue_interrupted(self.storage, study, plan, self.tracker, self.progress.note)
         finished = study.get_trials(deepcopy=False)
-        self._absorb(plan, finished)
+        counted, incumbent = absorb_finished(self.best, plan, finished)
+        self._finished += counted
+        self.incumbent_value = incumbent if incumbent is not None else self.incumbent_value
         budget_left = plan.trials - sum(uses_budget(t) for t in finished)
         self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
-        while budget_left > 0 or self._live:
-            while budget_left > 0 and len(self._live) < self.executor.slots:
-                live = open_trial(study, plan, self.spec, self.tracker)
+        self._supply = supply = TrialSupply(study, plan, self.spec, self.tracker, budget_left)
+        while not supply.exhausted or self._live:
+            while len(self._live) < self.executor.slots and (live := supply.take()) is not None:
                 self._live[live.number] = live
                 self.executor.start(TrialJob(live.number, live.model, live.train))
-                budget_left -= 1
+            if len(self._live) == self.executor.slots:
+                supply.draw()  # the next trial, drawn while every worker trains
             for event in self.executor.wait(timeout=0.5):
                 self._handle(plan, event)
-            last = budget_left <= 0 and plan.index == len(self.spec.stages) - 1
+            last = supply.exhausted and plan.index == len(self.spec.stages) - 1
             if last and self.champion is not None and len(self._live) < self.executor.slots:
                 self.champion.warm(self.executor)  # an idle worker readies the finale
             self.progress.running(len(self._live))
             self.tracker.flush(force=False)
             for refusal in self.tracker.refused():
                 self.progress.note(refusal)
-
-    def _absorb(self, plan: StagePlan, trials: list[FrozenTrial]) -> None:
-        """Count trials finished by earlier drivers into the best-so-far."""
-        for t in trials:
-            if is_carried(t):
-                continue
-            self._finished += uses_budget(t)
-            if t.state is not TrialState.COMPLETE or t.value is None:
-                continue
-            if INCUMBENT in t.user_attrs:
-                self.incumbent_value = t.value
-            if self.best.beaten_by(t.value, t.user_attrs.get(VAL_LOSS), plan.index, t.number):
-                params = plan.space.to_values(t.params)
-                self.best.take(t.value, params, (plan.index, plan.name), t)
 
     def _handle(self, plan: StagePlan, event: Event) -> None:
         live = self._live.get(event.key)
@@ -266,7 +255,8 @@ class SweepDriver:
     def _abandon_live(self) -> None:
         """The driver is stopping: running trials become 'interrupted', their budget is issued
         again when the sweep resumes (and their configuration too, where it must be)."""
-        for live in self._live.values():
+        spare = self._supply.spare if self._supply is not None else None
+        for live in [*self._live.values(), *([spare] if spare else [])]:
             self.executor.release(live.number)
             close_trial(self.tracker, live, TrialState.FAIL, None, INTERRUPTED)
             requeue(live.trial.study, live.plan, live.trial.params, live.trial.user_attrs)

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.sweeps.record.tracking import Tracker
+from caviar.sweeps.search.best import Best
 from caviar.sweeps.search.ranking import VAL_LOSS
 from caviar.sweeps.search.spec import SamplerName, SweepSpec
 from caviar.sweeps.search.stages import StagePlan
@@ -26,6 +27,8 @@ from caviar.sweeps.search.studies import (
     MLFLOW_RUN_KEY,
     QUEUED,
     fail_interrupted,
+    is_carried,
+    uses_budget,
 )
 
 STATE_LABELS = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}  # else "failed"
@@ -115,3 +118,53 @@ def reissue_interrupted(
         )
         tracker.end_trial(key, "failed", {"failure_reason": INTERRUPTED})
         note(f"{plan.name} trial {stale.number}: left running by a stopped driver; re-issued")
+
+
+class TrialSupply:
+    """A stage's trials to start, one drawn ahead: while every worker trains, the driver asks
+    the sampler for the next configuration (and opens its MLflow run), so a worker that frees
+    up starts at once instead of waiting for the ask. The trial drawn ahead counts against the
+    budget when drawn, and sees the results in by then, as a parallel worker's would."""
+
+    def __init__(
+        self, study: optuna.Study, plan: StagePlan, spec: SweepSpec, tracker: Tracker, left: int
+    ) -> None:
+        self.study, self.plan, self.spec, self.tracker = study, plan, spec, tracker
+        self.left = left  # budget not drawn yet
+        self.spare: LiveTrial | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spare is None and self.left <= 0
+
+    def take(self) -> LiveTrial | None:
+        """The next trial to start (the one drawn ahead, if any); None when the budget is out."""
+        if self.spare is None:
+            self.draw()
+        live, self.spare = self.spare, None
+        return live
+
+    def draw(self) -> None:
+        """Draw the next trial ahead of need, if there is budget and none waits."""
+        if self.spare is None and self.left > 0:
+            self.left -= 1
+            self.spare = open_trial(self.study, self.plan, self.spec, self.tracker)
+
+
+def absorb_finished(
+    best: Best, plan: StagePlan, trials: list[optuna.trial.FrozenTrial]
+) -> tuple[int, float | None]:
+    """Count trials finished by earlier drivers into `best`; returns how many used budget and
+    the incumbent's value among them (None if it is not there)."""
+    counted, incumbent = 0, None
+    for t in trials:
+        if is_carried(t):
+            continue
+        counted += uses_budget(t)
+        if t.state is not TrialState.COMPLETE or t.value is None:
+            continue
+        if INCUMBENT in t.user_attrs:
+            incumbent = t.value
+        if best.beaten_by(t.value, t.user_attrs.get(VAL_LOSS), plan.index, t.number):
+            best.take(t.value, plan.space.to_values(t.params), (plan.index, plan.name), t)
+    return counted, incumbent

@@ -18,6 +18,7 @@ from caviar.models.train import Trainer
 
 MLP = {"hidden_units": 24, "layers": 2}
 CNN = {"family": "cnn1d", "channels": 6, "blocks": 2}
+RESMLP = {"family": "resmlp", "width": 16, "blocks": 1}  # the example plugin's: runs under vmap
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +64,11 @@ def curves_side_by_side(data, model, trains, epochs, remove_after=None):
     return packed, alone, pairs
 
 
-@pytest.mark.parametrize("family", [MLP, CNN], ids=["mlp", "cnn1d"])
+@pytest.mark.parametrize("family", [MLP, CNN, RESMLP], ids=["mlp", "cnn1d", "plugin"])
 def test_each_members_curve_is_its_curve_alone(digits, family):
     model = model_config(family)
     packed, alone, pairs = curves_side_by_side(digits, model, members(), epochs=3)
-    assert packed.by_layer == (family is MLP)  # the mlp takes the batched-matmul path
+    assert packed.by_layer == (family is not RESMLP)  # built-in layers run without vmap
     for mine, theirs in pairs:
         assert mine.epoch == theirs.epoch and mine.lr == pytest.approx(theirs.lr)
         assert mine.train_loss == pytest.approx(theirs.train_loss, abs=1e-5)

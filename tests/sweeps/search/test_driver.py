@@ -161,6 +161,29 @@ def test_epochs_worked_ahead_past_a_prune_are_dropped(tmp_path):
             assert max(t.intermediate_values) < TINY_SPEC["train"]["epochs"]
 
 
+class LooksAtTheStudy(InProcessExecutor):
+    """Notes the stage's trials when the driver first waits for results."""
+
+    def __init__(self, data, folder):
+        super().__init__(data)
+        self.folder, self.first_wait = folder, None
+
+    def wait(self, timeout):
+        if self.first_wait is None:
+            storage = open_storage(default_storage(self.folder))
+            study = optuna.load_study(study_name=study_name("tiny", "search"), storage=storage)
+            self.first_wait = [t.state for t in study.trials]
+        return super().wait(timeout)
+
+
+def test_the_next_trial_is_drawn_while_every_worker_trains(tmp_path):
+    executor = LooksAtTheStudy(build_dataset(DigitsSource(source="digits")), tmp_path)
+    sweep = run_local_sweep(tmp_path, executor=executor)
+    # two trials on the two workers, and the third drawn ahead, before any result is in
+    assert executor.first_wait == [TrialState.RUNNING] * 3
+    assert len(sweep.study("search").trials) == 8, "drawing ahead spends no extra budget"
+
+
 class WorkersNeverStart(InProcessExecutor):
     """A cluster whose workers die at once (as with mismatched Ray auth modes)."""
 
