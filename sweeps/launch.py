@@ -32,7 +32,7 @@ from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
-from caviar.sweeps.search.lock import sweep_lock
+from caviar.sweeps.search.lock import refuse_if_busy, sweep_lock
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.stages import check_unchanged
@@ -106,6 +106,7 @@ def execute_sweep(
 
     What can overlap does: the data is made in a thread while Ray starts and its workers load
     torch; MLflow opens in its writer's thread. Nothing is written before the data is good."""
+    refuse_if_busy(where.run_dir, spec.name)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data") as background:
         data_ready = background.submit(build_dataset, spec.data)
         with workers(spec, ray_address, console, where.run_dir) as executor:

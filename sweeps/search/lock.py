@@ -11,6 +11,26 @@ from pathlib import Path
 from caviar.sweeps.errors import SweepBusy
 
 
+def refuse_if_busy(run_dir: Path, sweep: str) -> None:
+    """Raise `SweepBusy` now if another driver holds the sweep's lock (writes nothing): a
+    second driver is turned away before it starts Ray and its workers for nothing."""
+    path = run_dir / "locks" / f"{sweep}.lock"
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below, on every path
+    except FileNotFoundError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = handle.read().strip() or "unknown"
+            raise SweepBusy(
+                f"sweep '{sweep}' is already running (driver pid {owner}, lock {path}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def sweep_lock(run_dir: Path, sweep: str) -> Iterator[None]:
     """Hold an exclusive lock on the sweep for the driver's lifetime (released if it dies)."""
