@@ -23,11 +23,7 @@ def refuse_if_busy(run_dir: Path, sweep: str) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = handle.read().strip() or "unknown"
-            raise SweepBusy(
-                f"sweep '{sweep}' is already running (driver pid {owner}, lock {path}); "
-                "wait for it to finish or stop it first"
-            ) from None
+            raise _busy(sweep, handle.read(), path) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -42,11 +38,7 @@ def sweep_lock(run_dir: Path, sweep: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            raise SweepBusy(
-                f"sweep '{sweep}' is already running (driver pid {owner}, lock {path}); "
-                "wait for it to finish or stop it first"
-            ) from None
+            raise _busy(sweep, handle.read(), path) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -55,3 +47,10 @@ def sweep_lock(run_dir: Path, sweep: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _busy(sweep: str, owner: str, path: Path) -> SweepBusy:
+    return SweepBusy(
+        f"sweep '{sweep}' is already running (driver pid {owner.strip() or 'unknown'}, lock "
+        f"{path}); wait for it to finish or stop it first"
+    )
