@@ -50,7 +50,6 @@ class RayExecutor:
                  max_retries: int = 2, warm: bool = False) -> None:  # fmt: skip
         """Without `data`, the workers start now and get it from `load`. `warm`: lease warm
         workers of the local cluster (CPU trials only) instead of starting new ones."""
-        self.resources = resources
         self.max_retries = max_retries
         self._slots = slots
         self._data_ref: ray.ObjectRef | None = None

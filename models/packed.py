@@ -23,6 +23,7 @@ import copy
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -114,6 +115,10 @@ class PackedTrainer:
         i = self.keys.index(key)
         both = {**self.params, **self.buffers}
         return {k: v[i].detach().clone() for k, v in both.items()}
+
+    def weights(self, key: int) -> dict[str, np.ndarray]:
+        """Member `key`'s state as NumPy arrays, as `Trainer.weights` gives a lone trial's."""
+        return {k: v.cpu().numpy() for k, v in self.state_dict(key).items()}
 
     def _train_one_pass(self, stop: Callable[[], bool] | None) -> torch.Tensor:
         n, size = len(self._y_train), self.configs[0].batch_size

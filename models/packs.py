@@ -66,10 +66,7 @@ def train_pack(
                 if metrics.diverged:
                     results[key] = "diverged"
                 elif metrics.epoch >= trains[key].epochs:
-                    weights = None
-                    if keep_weights:
-                        state = trainer.state_dict(key).items()
-                        weights = {name: value.cpu().numpy() for name, value in state}
+                    weights = trainer.weights(key) if keep_weights else None
                     results[key] = Trained(curves[key], weights)
                 else:
                     continue
