@@ -6,8 +6,11 @@ driver's decision: two epochs are asked for at a time, so when an epoch's metric
 worker is already on the next, and the driver's "go on" costs nothing; its "stop" (a pruned
 or failed trial) stops those epochs between two mini-batches and drops them.
 
-A worker process that dies (killed, out of memory, node lost) surfaces as `RayActorError`;
-the trial is restarted on a fresh actor from its first epoch, up to `max_retries` times.
+Every Ray error is a trial's fate, never the driver's. A worker process that dies (killed, out
+of memory, node lost) or any other Ray failure restarts the trial on a fresh actor from its
+first epoch, up to `max_retries` times; an error raised by the trial's own code fails it, and
+its worker, which may be left broken (a CUDA error), is replaced. An epoch that runs far past
+its limit (`watchdog`) fails the trial as a timeout and its worker is killed and replaced.
 Where the actors come from (started now, or warm from the local cluster) is `actors`' job.
 """
 
@@ -19,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from caviar.cluster.actors import FreshActors, WarmActors
 from caviar.cluster.runtime import AUTH_HINT, TrialResources
+from caviar.cluster.watchdog import EpochWatch
 from caviar.cluster.worker import CONCURRENCY_GROUPS, TrialWorker
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
@@ -47,10 +51,13 @@ class RayExecutor:
     """`TrialExecutor` on a Ray cluster (see `caviar.models.executor`)."""
 
     def __init__(self, data: Dataset | None, resources: TrialResources, slots: int,
-                 max_retries: int = 2, warm: bool = False) -> None:  # fmt: skip
+                 max_retries: int = 2, warm: bool = False,
+                 epoch_timeout: float | None = None) -> None:  # fmt: skip
         """Without `data`, the workers start now and get it from `load`. `warm`: lease warm
-        workers of the local cluster (CPU trials only) instead of starting new ones."""
+        workers of the local cluster (CPU trials only) instead of starting new ones.
+        `epoch_timeout`: seconds an epoch may take (default: from the trial's own epochs)."""
         self.max_retries = max_retries
+        self._watch = EpochWatch(epoch_timeout)
         self._slots = slots
         self._data_ref: ray.ObjectRef | None = None
         remote: Any = ray.remote  # its typed overloads do not know `concurrency_groups`
@@ -90,6 +97,7 @@ class RayExecutor:
 
     def release(self, key: int) -> None:
         running = self._running.pop(key, None)
+        self._watch.forget(key)
         if running is None:
             return
         if running.ahead:  # stop the epochs it was asked for ahead, and drop them
@@ -100,10 +108,19 @@ class RayExecutor:
         running.actor.end.remote()
         self._idle.append(running.actor)  # its next trial queues behind what it finishes
 
+    def _fail(self, key: int, reason: str) -> TrialCrashed:
+        """End trial `key` and replace its worker, which may be broken or stuck."""
+        running = self._running.pop(key)
+        self._watch.forget(key)
+        for ref in running.ahead:
+            self._futures.pop(ref, None)
+        self._actors.discard(running.actor)
+        return TrialCrashed(key, reason)
+
     def weights(self, key: int) -> Weights | None:
         try:
             return dict(ray.get(self._running[key].actor.weights.remote()))
-        except RayActorError:  # the worker died after its last epoch
+        except RayError:  # the worker died (or failed) after its last epoch
             return None
 
     def worker_pid(self, key: int) -> int:
@@ -115,12 +132,15 @@ class RayExecutor:
         self._reap_dropped()
         if not self._futures:
             return []
+        timeout = min(timeout, self._watch.seconds_to_next_deadline())
         ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(list(self._futures), num_returns=len(self._futures), timeout=0)
         # A worker's death fails all its epochs at once; the first restarts the trial and the
         # others are no longer awaited.
-        return [self._collect(ref) for ref in ready if ref in self._futures]
+        events = [self._collect(ref) for ref in ready if ref in self._futures]
+        late = [o for o in self._watch.overdue() if self._running[o.key].ahead]
+        return events + [self._fail(o.key, o.reason) for o in late]
 
     def _reap_dropped(self) -> None:
         """Forget dropped epochs that ended; an actor that died meanwhile leaves the pool."""
@@ -131,7 +151,7 @@ class RayExecutor:
             actor = self._dropped.pop(ref)
             try:
                 ray.get(ref)
-            except (RayActorError, RayTaskError):
+            except RayError:
                 if actor in self._idle:
                     self._idle.remove(actor)
                 self._actors.discard(actor)
@@ -146,28 +166,9 @@ class RayExecutor:
             actors = [self._idle.pop() if self._idle else self._new_actor() for _ in chunk]
             refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
             results += [
-                self._task_result(task, *run) for run in zip(actors, refs, chunk, strict=True)
+                _task_result(self, task, *run) for run in zip(actors, refs, chunk, strict=True)
             ]
         return results
-
-    def _task_result(self, task: Callable[..., Result], actor: Any, ref: ray.ObjectRef,
-                     args: tuple[Any, ...], attempt: int = 0) -> Result:  # fmt: skip
-        """What `task` returned on `actor`; run again on a new worker if that one died."""
-        try:
-            result: Result = ray.get(ref)
-        except RayActorError:
-            self._actors.discard(actor)
-            if attempt >= self.max_retries:
-                raise
-            actor = self._new_actor()
-            return self._task_result(
-                task, actor, actor.run_task.remote(task, *args), args, attempt + 1
-            )
-        except RayTaskError as exc:
-            self._idle.append(actor)
-            raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
-        self._idle.append(actor)
-        return result
 
     def warm(self, task: Callable[[Dataset], None]) -> None:
         for actor in self._idle:
@@ -193,6 +194,7 @@ class RayExecutor:
         job = running.job
         running.ahead.clear()
         running.asked = 1
+        self._watch.began(job.key)
         self._track(running, running.actor.begin.remote(job.key, job.model, job.train))
         if running.more():
             self._ask(running)
@@ -211,31 +213,50 @@ class RayExecutor:
         running.ahead.remove(ref)
         try:
             metrics = ray.get(ref)
-            running.epochs += 1
-            if running.more() and not metrics.diverged:
-                self._ask(running)  # keep the worker two epochs ahead of the driver
-            return EpochDone(key, metrics)
-        except RayActorError as exc:
-            return self._retry(key, exc)
         except RayTaskError as exc:  # the trial's own error (bad config, CUDA OOM, ...)
-            self.release(key)
             cause = exc.cause if exc.cause is not None else exc
-            return TrialCrashed(key, f"{type(cause).__name__}: {cause}")
+            return self._fail(key, f"{type(cause).__name__}: {cause}")
+        except RayError as exc:  # the worker died, its node was lost, ...: run it again
+            return self._retry(key, exc)
+        running.epochs += 1
+        self._watch.epoch_ended(key, metrics.seconds)
+        if running.more() and not metrics.diverged:
+            self._ask(running)  # keep the worker two epochs ahead of the driver
+        return EpochDone(key, metrics)
 
     def _retry(self, key: int, error: Exception) -> Event:
-        running = self._running[key]
+        running, reason = self._running[key], _first_line(error)
+        if running.attempt >= self.max_retries:
+            hint = "" if running.epochs else f" (never trained an epoch. {AUTH_HINT})"
+            return self._fail(key, f"worker died {running.attempt + 1} times: {reason}{hint}")
         self._actors.discard(running.actor)
-        reason = _first_line(error)
         for ref in running.ahead:  # the other epochs asked of the dead worker
             self._futures.pop(ref, None)
-        if running.attempt >= self.max_retries:
-            del self._running[key]
-            hint = "" if running.epochs else f" (never trained an epoch. {AUTH_HINT})"
-            return TrialCrashed(key, f"worker died {running.attempt + 1} times: {reason}{hint}")
         running.attempt += 1
         running.actor = self._new_actor()
         self._begin(running)
         return WorkerLost(key, running.attempt, reason)
+
+
+def _task_result(pool: RayExecutor, task: Callable[..., Result], actor: Any, ref: ray.ObjectRef,
+                 args: tuple[Any, ...], attempt: int = 0) -> Result:  # fmt: skip
+    """What `task` returned on `actor` (back to `pool`'s idle workers); run again on a new
+    worker if that one died. A worker whose task raised is replaced, not reused."""
+    try:
+        result: Result = ray.get(ref)
+    except RayTaskError as exc:  # the task's own error
+        pool._actors.discard(actor)
+        raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+    except RayError:
+        pool._actors.discard(actor)
+        if attempt >= pool.max_retries:
+            raise
+        actor = pool._new_actor()
+        return _task_result(
+            pool, task, actor, actor.run_task.remote(task, *args), args, attempt + 1
+        )
+    pool._idle.append(actor)
+    return result
 
 
 def _first_line(error: Exception) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +61,17 @@ def ray_session(address: str | None = None, local: LocalCluster | None = None) -
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
+    _init(address, namespace)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _init(address: str | None, namespace: str | None) -> None:
+    """`ray.init`, its failures as `CaviarError`s. It replaces the process's SIGTERM handler
+    with `sys.exit`; the one the process had (the CLI's: stop like Ctrl-C) is put back."""
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(
             address=address,
@@ -73,10 +86,9 @@ def ray_session(address: str | None = None, local: LocalCluster | None = None) -
         raise CaviarError(
             f"--ray-address {address}: cannot connect to Ray: {exc}. {AUTH_HINT}"
         ) from None
-    try:
-        yield
     finally:
-        ray.shutdown()
+        if threading.current_thread() is threading.main_thread() and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _use_token(env: dict[str, str]) -> None:

@@ -46,8 +46,8 @@ class MlpConfig(ModelConfig):
     """`layers` blocks of Linear -> BatchNorm1d -> activation, then a linear softmax head."""
 
     family: Literal["mlp"] = "mlp"
-    hidden_units: int = Field(128, ge=1, description="Width of every hidden layer.")
-    layers: int = Field(2, ge=1, description="Number of hidden blocks.")
+    hidden_units: int = Field(128, ge=1, le=65536, description="Width of every hidden layer.")
+    layers: int = Field(2, ge=1, le=256, description="Number of hidden blocks.")
     batch_norm: bool = Field(True, description="BatchNorm1d after each hidden Linear layer.")
     activation: Activation = Field(Activation.RELU, description="Non-linearity of hidden blocks.")
 
@@ -58,9 +58,11 @@ class Cnn1dConfig(ModelConfig):
     softmax head."""
 
     family: Literal["cnn1d"] = "cnn1d"
-    channels: int = Field(32, ge=1, description="Channels of every convolution.")
-    blocks: int = Field(3, ge=1, description="Number of convolution blocks.")
-    kernel_size: int = Field(5, ge=1, description="Width of every convolution kernel (odd).")
+    channels: int = Field(32, ge=1, le=65536, description="Channels of every convolution.")
+    blocks: int = Field(3, ge=1, le=256, description="Number of convolution blocks.")
+    kernel_size: int = Field(
+        5, ge=1, le=4097, description="Width of every convolution kernel (odd)."
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
     pool: bool = Field(True, description="Halve the length after each block (max pooling).")
 
@@ -77,8 +79,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(10, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(128, ge=2, description="Mini-batch size.")
+    epochs: int = Field(10, ge=1, le=100_000, description="Passes over the training split.")
+    batch_size: int = Field(128, ge=2, le=2**20, description="Mini-batch size.")
     optimizer: OptimizerName = Field(OptimizerName.SGD, description="sgd, rmsprop or adam.")
     lr: float = Field(0.01, gt=0, description="Initial learning rate (alpha).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD/RMSprop momentum (beta).")

@@ -20,7 +20,9 @@ class Mnist1dSource(SourceConfig):
     """MNIST-1D, generated locally by the `mnist1d` package (nothing is downloaded)."""
 
     source: Literal["mnist1d"]
-    samples: int = Field(5000, ge=100, description="Number of sequences generated (all splits).")
+    samples: int = Field(
+        5000, ge=100, le=10_000_000, description="Number of sequences generated (all splits)."
+    )
     seed: int = Field(
         42,
         ge=0,
@@ -30,7 +32,9 @@ class Mnist1dSource(SourceConfig):
     noise: float = Field(0.25, ge=0, description="Correlated background noise scale.")
     iid_noise: float = Field(0.02, ge=0, description="Independent per-point noise scale.")
     shear: float = Field(0.75, ge=0, description="Shear scale.")
-    translation: int = Field(48, ge=1, description="Maximum circular translation, in points.")
+    translation: int = Field(
+        48, ge=1, le=100_000, description="Maximum circular translation, in points."
+    )
     scale: float = Field(0.4, ge=0, description="Amplitude scale jitter.")
 
 
@@ -112,6 +116,8 @@ def _read_table(spec: FileSource) -> Table:
         raise DataError(
             f"{path}: only the target column '{spec.target}'; expected feature columns too"
         )
+    if len(labels) == 0:
+        raise DataError(f"{path}: no rows, only column names; expected one row per sample")
     # The file's own column order: the champion takes its inputs in that order.
     blocks = [_feature_block(spec, name, columns[name], len(labels)) for name in columns]
     if any(label is None or label != label for label in labels.tolist()):

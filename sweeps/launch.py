@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,15 @@ from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
+from caviar.sweeps.search.lease import refuse_if_leased, sweep_lease
 from caviar.sweeps.search.lock import refuse_if_busy, sweep_lock
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.stages import check_unchanged
 from caviar.sweeps.search.studies import default_storage, open_storage
 from caviar.sweeps.views.progress import RichProgress
+
+DATA_HEAD_START = 0.5  # seconds the data may take before Ray starts alongside it
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,18 @@ def execute_sweep(
     What can overlap does: the data is made in a thread while Ray starts and its workers load
     torch; MLflow opens in its writer's thread. Nothing is written before the data is good."""
     refuse_if_busy(where.run_dir, spec.name)
+    refuse_if_leased(where.storage_url, spec.name)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data") as background:
         data_ready = background.submit(build_dataset, spec.data)
+        # A small or cached data set is ready at once: a bad file ends the command before
+        # Ray starts. Larger ones go on loading while it does.
+        if wait([data_ready], timeout=DATA_HEAD_START).done:
+            data_ready.result()
         with workers(spec, ray_address, console, where.run_dir) as executor:
             data = data_ready.result()  # a DataError ends it here, with nothing written
             executor.load(data)
             where.run_dir.mkdir(parents=True, exist_ok=True)
-            with sweep_lock(where.run_dir, spec.name):
+            with sweep_lock(where.run_dir, spec.name), sweep_lease(where.storage_url, spec.name):
                 return _drive(spec, where, source, incumbent, data, executor, console)
 
 
@@ -164,8 +172,8 @@ def workers(
             console.print(f"joining the local Ray cluster at {local.address}", highlight=False)
     parallel = spec.parallel
     resources = TrialResources(parallel.cpus_per_trial, parallel.gpus_per_trial)
-    retries = parallel.max_retries
-    with ray_workers(resources, wanted, retries, ray_address, fewer, local) as pool:
+    retries, timeout = parallel.max_retries, parallel.epoch_timeout
+    with ray_workers(resources, wanted, retries, ray_address, fewer, local, timeout) as pool:
         yield pool
 
 

@@ -191,6 +191,7 @@ class SweepDriver:
             self.executor.proceed(live.number)
             return
         live.recorded, live.val_loss = metrics.epoch, metrics.val_loss
+        self._stillborn = 0  # workers do start: only failures in a row count
         self.usage.epoch(metrics.seconds)
         self.tracker.log_epoch(live.key, metrics)
         if metrics.diverged:

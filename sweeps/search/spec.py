@@ -58,23 +58,29 @@ class PrunerName(StrEnum):
 
 class PrunerSpec(Strict):
     kind: PrunerName = Field(PrunerName.NONE, description="Which pruner stops weak trials early.")
-    warmup_epochs: int = Field(2, ge=0, description="median: epochs before a trial can be pruned.")
-    startup_trials: int = Field(4, ge=0, description="median: trials completed before pruning.")
-    min_epochs: int = Field(1, ge=1, description="halving/hyperband: smallest epoch budget.")
+    warmup_epochs: int = Field(
+        2, ge=0, le=100_000, description="median: epochs before a trial can be pruned."
+    )
+    startup_trials: int = Field(
+        4, ge=0, le=1_000_000, description="median: trials completed before pruning."
+    )
+    min_epochs: int = Field(
+        1, ge=1, le=100_000, description="halving/hyperband: smallest epoch budget."
+    )
     reduction_factor: int = Field(
-        3, ge=2, description="halving/hyperband: keep 1/factor each rung."
+        3, ge=2, le=1000, description="halving/hyperband: keep 1/factor each rung."
     )
 
 
 class StageSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Stage name, unique within the sweep.")
-    trials: int = Field(ge=1, description="Trial budget of this stage.")
+    trials: int = Field(ge=1, le=1_000_000, description="Trial budget of this stage.")
     sampler: SamplerName = Field(SamplerName.RANDOM, description="random, qmc, tpe or grid.")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     epochs: int | None = Field(
-        None, ge=1, description="Epoch budget per trial; default train.epochs."
+        None, ge=1, le=100_000, description="Epoch budget per trial; default train.epochs."
     )
-    grid_points: int = Field(3, ge=1, description="grid: points per numeric parameter.")
+    grid_points: int = Field(3, ge=1, le=1000, description="grid: points per numeric parameter.")
     keep_top: float = Field(
         0.2,
         gt=0,
@@ -134,16 +140,23 @@ class RetuneSpec(Strict):
     )
     tolerance: float = Field(0.02, ge=0, description="Stale when the score drops by more.")
     max_age_days: float = Field(30, gt=0, description="Stale when the champion is older.")
-    seeds: int = Field(3, ge=1, description="Re-test trains the champion's config this often.")
+    seeds: int = Field(
+        3, ge=1, le=1000, description="Re-test trains the champion's config this often."
+    )
     data: DataSection | None = Field(
         None, description="The data as it is now, when it differs from `data` (drift demos)."
     )
-    trials: int = Field(24, ge=1, description="Re-tune budget, besides the re-evaluated trials.")
+    trials: int = Field(
+        24, ge=1, le=1_000_000, description="Re-tune budget, besides the re-evaluated trials."
+    )
     explore: float = Field(
         0.25, ge=0, lt=1, description="Share of the re-tune budget over the full ranges again."
     )
     keep_previous: int = Field(
-        3, ge=0, description="Previous best trials re-evaluated first, besides the champion."
+        3,
+        ge=0,
+        le=1000,
+        description="Previous best trials re-evaluated first, besides the champion.",
     )
 
     @field_validator("schedule")
@@ -159,21 +172,31 @@ class RetuneSpec(Strict):
 class SelectSpec(Strict):
     """Seed-robust choice of the champion among the best trials (see `select`)."""
 
-    top_k: int = Field(3, ge=1, description="Best trials trained again with other seeds.")
-    seeds: int = Field(2, ge=1, description="Extra seeds per trial; the best mean wins.")
+    top_k: int = Field(3, ge=1, le=1000, description="Best trials trained again with other seeds.")
+    seeds: int = Field(2, ge=1, le=1000, description="Extra seeds per trial; the best mean wins.")
 
 
 class ParallelSpec(Strict):
-    trials: int = Field(2, ge=1, description="Trials running at once.")
+    trials: int = Field(2, ge=1, le=100_000, description="Trials running at once.")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial.")
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU.")
-    max_retries: int = Field(2, ge=0, description="Re-runs of a trial whose worker process died.")
+    max_retries: int = Field(
+        2, ge=0, le=100, description="Re-runs of a trial whose worker process died."
+    )
     pack: int = Field(
         1,
         ge=1,
         le=256,
         description="Same-shape trials trained as one batched model on a worker (re-test "
         "seeds, seed-robust re-runs); 1 trains each alone.",
+    )
+    epoch_timeout: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Seconds an epoch may run before its trial fails as a timeout and its "
+        "worker is replaced (the first epoch gets 120 s more); default: 10x the trial's "
+        "slowest epoch, at least 60 s (600 s for the first).",
     )
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from caviar.models.errors import CaviarError
+from caviar.sweeps.views.signals import EXIT_CODE, stop_on_sigterm, terminated
 
 if TYPE_CHECKING:
     from caviar.sweeps.launch import Locations
@@ -32,18 +33,21 @@ errors = Console(stderr=True)
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """A `CaviarError` becomes one line on stderr and exit code 2; Ctrl-C exits with 130."""
+    """A `CaviarError` becomes one line on stderr and exit code 2; Ctrl-C exits with 130,
+    SIGTERM (handled the same way) with 143."""
+    stop_on_sigterm()
     try:
         yield
     except CaviarError as exc:
         errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if terminated(exc) else "interrupted"
         errors.print(
-            "interrupted; running trials were marked interrupted and will be re-run "
+            f"{how}; running trials were marked interrupted and will be re-run "
             "when the same command is started again"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_CODE if terminated(exc) else 130) from None
 
 
 def open_sweep(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +18,7 @@ from rich.table import Table
 from caviar.models.errors import CaviarError
 from caviar.sweeps.views.app import console, errors, open_sweep, short, user_errors
 from caviar.sweeps.views.options import AsJson, RunDir, SpecArg, Storage, TrackingUri
+from caviar.sweeps.views.signals import EXIT_CODE, terminated
 
 
 def status(
@@ -186,10 +190,36 @@ def ui(
         landing = _landing(backend, f"http://{host}:{port}")
         if landing:
             console.print(f"the trials of the latest sweep, compared: {landing}", soft_wrap=True)
+        raise typer.Exit(serve(command))
+
+
+def serve(command: list[str]) -> int:
+    """Run the server in a process group of its own until it exits, or until Ctrl-C (exit 0)
+    or SIGTERM (exit 143), which stop its whole tree: `mlflow server` runs uvicorn in a
+    child process that would otherwise be left behind, still listening."""
+    server = subprocess.Popen(command, start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt as exc:
+        _stop_group(server)
+        return EXIT_CODE if terminated(exc) else 0
+
+
+def _stop_group(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group; SIGKILL to what is left after 10 s."""
+    for signum, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
-            raise typer.Exit(subprocess.call(command))
-        except KeyboardInterrupt:
-            raise typer.Exit(0) from None
+            os.killpg(server.pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            server.poll()
+            try:
+                os.killpg(server.pid, 0)  # anyone left in the group?
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _server_command(run_dir: Path, backend: str, host: str, port: int) -> list[str]:

@@ -124,3 +124,52 @@ def test_packed_runs_train_on_the_workers_each_with_its_own_result(data):
         assert result.weights is not None
         expected = alone[key].curve[-1].val_loss
         assert result.curve[-1].val_loss == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_hung_worker_fails_its_trial_as_a_timeout_and_is_replaced(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1, epoch_timeout=2.0)
+    try:
+        executor.start(LONG)
+        events_until(executor, lambda e: isinstance(e, EpochDone))
+        hung = executor.worker_pid(LONG.key)
+        os.kill(hung, signal.SIGSTOP)  # it stops answering, mid-epoch
+        started = time.monotonic()
+        timed_out = events_until(executor, lambda e: isinstance(e, TrialCrashed))[-1]
+        assert timed_out.key == LONG.key and timed_out.reason.startswith("timeout: epoch")
+        assert time.monotonic() - started < 10
+        executor.start(JOB)  # the sweep goes on, on a new worker
+        assert executor.worker_pid(JOB.key) != hung
+        assert events_until(executor, lambda e: isinstance(e, EpochDone))[-1].key == JOB.key
+    finally:
+        executor.close()
+
+
+def test_a_worker_whose_trial_raised_is_replaced(data):
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    try:
+        executor.start(JOB)
+        first = executor.worker_pid(JOB.key)
+        executor.release(JOB.key)
+        bad = TrialJob(2, JOB.model, JOB.train.model_copy(update={"device": "cuda:7"}))
+        executor.start(bad)  # on the same worker, the only one
+        events_until(executor, lambda e: isinstance(e, TrialCrashed))
+        executor.start(TrialJob(3, JOB.model, JOB.train))
+        assert executor.worker_pid(3) != first, "a worker left by an error is not reused"
+    finally:
+        executor.close()
+
+
+def test_any_ray_error_is_the_trials_not_the_drivers(data):
+    import ray
+
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1, max_retries=1)
+    try:
+        executor.start(LONG)
+        events_until(executor, lambda e: isinstance(e, EpochDone))
+        # A Ray failure that is neither the actor's death nor the trial's own error.
+        ray.cancel(executor._running[LONG.key].ahead[-1])
+        lost = events_until(executor, lambda e: isinstance(e, WorkerLost | TrialCrashed))[-1]
+        assert isinstance(lost, WorkerLost), "run again on a fresh worker"
+        assert events_until(executor, lambda e: isinstance(e, EpochDone))[-1].metrics.epoch == 1
+    finally:
+        executor.close()

@@ -205,3 +205,31 @@ def test_a_cluster_that_cannot_start_workers_stops_the_sweep_early(tmp_path):
         storage=open_storage(default_storage(tmp_path)),
     ).trials
     assert len(trials) < 8, "the budget is not burnt on a broken cluster"
+
+
+class WorkersSometimesDie(InProcessExecutor):
+    """Every other trial loses its worker before its first epoch: a flaky node, not a
+    broken cluster."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self._dead: list[int] = []
+
+    def start(self, job):
+        if job.key % 2:
+            self._dead.append(job.key)
+        else:
+            super().start(job)
+
+    def wait(self, timeout):
+        dead, self._dead = self._dead, []
+        return [TrialCrashed(k, "worker died 3 times: gone") for k in dead] + super().wait(timeout)
+
+
+def test_only_workers_dying_in_a_row_stop_the_sweep(tmp_path):
+    executor = WorkersSometimesDie(build_dataset(DigitsSource(source="digits")))
+    changes = {"stages": [{"name": "search", "trials": 16, "sampler": "random"}]}
+    sweep = run_local_sweep(tmp_path, changes, executor=executor)
+    states = [t.state for t in sweep.study("search").trials]
+    assert len(states) == 16, "the whole budget ran"
+    assert states.count(TrialState.FAIL) >= 5, "more deaths than the limit, but none in a row"
