@@ -11,7 +11,7 @@ PORT   ?= 5000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-browser setup-postgres sweep status report retest retune schedule ui test \
-	test-fast lint check bench bench-search bench-tracking bench-driver bench-peers \
+	test-fast chaos lint check bench bench-search bench-tracking bench-driver bench-peers \
 	bench-packing cluster cluster-down clean
 
 setup: $(BIN)/caviar
@@ -71,6 +71,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not cluster"
+
+# The fault suite alone: killed, hung and stopped workers and drivers, a tracking server
+# that answers 503 and 400, two drivers on one sweep, a corpus of malformed specs and data.
+chaos: setup
+	$(BIN)/python -m pytest -m chaos
 
 # mypy reads the packages under their import names (caviar.models, ...) through links, since
 # it cannot follow the editable install's import hook.

@@ -102,7 +102,8 @@ def _read_table(spec: FileSource) -> Table:
     try:
         columns = _read_columns(path, spec.source)
     except Exception as exc:  # a parser's own error: name the file, keep its explanation
-        raise DataError(f"{path}: cannot be read as {spec.source}: {exc}") from None
+        reason = " ".join(str(exc).split())  # one line, however the parser wrapped it
+        raise DataError(f"{path}: cannot be read as {spec.source}: {reason}") from None
     if spec.target not in columns:
         raise DataError(
             f"{path}: no column '{spec.target}' (data.target); expected one of {sorted(columns)}"

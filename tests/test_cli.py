@@ -175,6 +175,7 @@ SLOW_SPEC = spec_dict(
 )
 
 
+@pytest.mark.chaos
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_instance")
 def test_a_killed_driver_resumes_to_exactly_its_budget(tmp_path):

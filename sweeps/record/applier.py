@@ -128,7 +128,9 @@ class Applier:
         return self.pending
 
     def _refuse(self, op: Op, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        text = " ".join(str(exc).split())  # one line, with the server's own answer
+        status = getattr(exc, "get_http_status_code", None)
+        reason = f"HTTP {status()} {text}" if callable(status) else f"{type(exc).__name__}: {text}"
         self.journal.dead_letter(op, reason)
         with self.lock:
             self.refused.append(f"MLflow refused {op['op']} ({reason})")

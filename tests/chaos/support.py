@@ -17,7 +17,13 @@ from typing import Any
 import optuna
 from mlflow import MlflowClient
 
-from caviar.sweeps.search.studies import FAIL_REASON, INTERRUPTED, open_storage, study_name
+from caviar.sweeps.search.studies import (
+    FAIL_REASON,
+    INTERRUPTED,
+    is_carried,
+    open_storage,
+    study_name,
+)
 from tests.conftest import CAVIAR
 
 # Slow enough to be caught mid-trial (a few seconds per trial), small enough for two cores.
@@ -106,10 +112,18 @@ def study(run_dir: Path, sweep: str, stage: str, storage: str | None = None) -> 
     return optuna.load_study(study_name=study_name(sweep, stage), storage=open_storage(url))
 
 
+def own(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """A stage's own trials, not those carried over from the stage before (which keep their
+    MLflow run and budget there)."""
+    return [t for t in trials if not is_carried(t)]
+
+
 def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """The trials that spent budget: finished, and not closed as interrupted."""
+    """The trials that spent budget: the stage's own, finished, not closed as interrupted."""
     return [
-        t for t in trials if t.state.is_finished() and t.user_attrs.get(FAIL_REASON) != INTERRUPTED
+        t
+        for t in own(trials)
+        if t.state.is_finished() and t.user_attrs.get(FAIL_REASON) != INTERRUPTED
     ]
 
 

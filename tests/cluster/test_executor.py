@@ -74,6 +74,7 @@ def test_releasing_a_trial_stops_the_epoch_it_started_ahead(data):
 LONG = TrialJob(7, MlpConfig(hidden_units=256, layers=3), TrainConfig(epochs=40, batch_size=8))
 
 
+@pytest.mark.chaos
 def test_a_killed_worker_is_replaced_and_the_trial_restarts(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=1, max_retries=1)
     try:
@@ -126,6 +127,7 @@ def test_packed_runs_train_on_the_workers_each_with_its_own_result(data):
         assert result.curve[-1].val_loss == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.chaos
 def test_a_hung_worker_fails_its_trial_as_a_timeout_and_is_replaced(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=1, epoch_timeout=2.0)
     try:
@@ -144,6 +146,7 @@ def test_a_hung_worker_fails_its_trial_as_a_timeout_and_is_replaced(data):
         executor.close()
 
 
+@pytest.mark.chaos
 def test_a_worker_whose_trial_raised_is_replaced(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
     try:
@@ -159,6 +162,7 @@ def test_a_worker_whose_trial_raised_is_replaced(data):
         executor.close()
 
 
+@pytest.mark.chaos
 def test_any_ray_error_is_the_trials_not_the_drivers(data):
     import ray
 

@@ -21,7 +21,7 @@ from caviar.sweeps.search.studies import (
 from caviar.sweeps.views.cli import app
 from tests.conftest import CAVIAR, MlflowServer, free_port, spec_dict, write_spec
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.chaos]
 
 SPEC = spec_dict(
     name="multinode",

@@ -60,6 +60,7 @@ def assert_no_overlap(entries):
         assert started >= finished, "two runs of one sweep overlapped"
 
 
+@pytest.mark.chaos
 @pytest.mark.slow
 def test_retests_fire_on_schedule_never_overlap_and_survive_a_restart(swept, tmp_path):
     spec, run_dir = copy_of(swept, tmp_path, retune={"schedule": "*/2 * * * * *", "seeds": 1})

@@ -80,6 +80,7 @@ class StopsServerAfter(InProcessExecutor):
         return events
 
 
+@pytest.mark.chaos
 @pytest.mark.slow
 def test_a_sweep_survives_a_server_outage_and_caviar_sync_loses_nothing(tmp_path, mlflow_server):
     data = build_dataset(DigitsSource(source="digits"))
@@ -198,6 +199,7 @@ def test_a_backlog_of_epoch_metrics_goes_out_in_one_request_per_run(tmp_path, mo
     assert {r.data.tags[KEY_TAG]: r.info.status for r in runs}["a"] == "FINISHED"
 
 
+@pytest.mark.chaos
 def test_a_refused_write_in_a_backlog_is_set_aside_alone(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     writer = MlflowWriter(uri, "refusal", tmp_path / "spool", background=True)

@@ -226,6 +226,7 @@ class WorkersSometimesDie(InProcessExecutor):
         return [TrialCrashed(k, "worker died 3 times: gone") for k in dead] + super().wait(timeout)
 
 
+@pytest.mark.chaos
 def test_only_workers_dying_in_a_row_stop_the_sweep(tmp_path):
     executor = WorkersSometimesDie(build_dataset(DigitsSource(source="digits")))
     changes = {"stages": [{"name": "search", "trials": 16, "sampler": "random"}]}

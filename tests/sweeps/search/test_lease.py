@@ -20,6 +20,7 @@ def storage(request, tmp_path):
     return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
+@pytest.mark.chaos
 def test_a_second_driver_is_refused_while_the_first_holds_the_lease(storage):
     refuse_if_leased(storage, "tiny")  # free: nothing to refuse
     with sweep_lease(storage, "tiny"):
@@ -43,6 +44,7 @@ def test_the_holder_renews_its_lease_past_its_lifetime(storage):
             refuse_if_leased(storage, "tiny")
 
 
+@pytest.mark.chaos
 def test_a_dead_holders_lease_expires(storage):
     store = lease_store(storage)
     assert store is not None
