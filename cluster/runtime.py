@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from caviar.cluster.local import LocalCluster
+from caviar.cluster.reaper import start_reaper, stop_reaper
 from caviar.models.errors import CaviarError
 
 WARM_NAMESPACE = "caviar"  # the local cluster's named, warm workers live here
@@ -61,11 +62,15 @@ def ray_session(address: str | None = None, local: LocalCluster | None = None) -
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
-    _init(address, namespace)
+    reaper = start_reaper() if address == "local" else None
     try:
-        yield
+        _init(address, namespace)
+        try:
+            yield
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        stop_reaper(reaper)
 
 
 def _init(address: str | None, namespace: str | None) -> None:

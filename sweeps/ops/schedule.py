@@ -7,12 +7,20 @@ limit), and a job never runs twice at once (`max_instances=1`). Each run is `cav
 then `caviar retune` when the verdict is stale: as child processes here, or as Ray jobs through
 the job submission API when the scheduler is given a Ray dashboard address. Every run is
 appended to `schedule-history.jsonl` in the run directory.
+
+A run in flight is recorded in `schedule-inflight/<sweep>.json` until its history entry is
+written. A scheduler that died mid-run (its runs die with it: they are its child processes)
+leaves that record behind; the next scheduler on the run directory runs it again first, once,
+as `resumed` in the history, before it takes up the schedule (a re-tune picks up its own sweep
+where it stopped). One scheduler per run directory: a second is refused.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -32,6 +40,7 @@ from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.specfile import load_spec
 
 HISTORY = "schedule-history.jsonl"
+INFLIGHT = "schedule-inflight"
 STALE_EXIT = 3
 
 
@@ -66,6 +75,7 @@ def run_scheduler(
         try:
             shared = {"run_dir": str(run_dir.resolve()), "ray_address": ray_address,
                       "options": {k: v for k, v in (options or {}).items() if v}}  # fmt: skip
+            _resume_cut_short(run_dir, console)
             for path, spec in loaded:
                 _schedule(scheduler, spec, {"spec_path": str(path), **shared}, console)
             scheduler.resume()
@@ -92,12 +102,30 @@ def _schedule(
     console.print(f"{spec.name}: scheduled '{spec.retune.schedule}' (UTC)")
 
 
+def _resume_cut_short(run_dir: Path, console: Console) -> None:
+    """Run again, once each, the runs a scheduler that died left in flight."""
+    for record in sorted((run_dir / INFLIGHT).glob("*.json")):
+        cut = json.loads(record.read_text())
+        console.print(f"{record.stem}: resuming the run cut short at {cut['started']}")
+        run_job(**cut["kwargs"], resumes=cut["started"])
+
+
 def run_job(
-    spec_path: str, run_dir: str, ray_address: str | None, options: dict[str, str]
+    spec_path: str,
+    run_dir: str,
+    ray_address: str | None,
+    options: dict[str, str],
+    resumes: str | None = None,
 ) -> dict[str, Any]:
-    """One scheduled run: re-test; re-tune if stale. Recorded in the run directory's history."""
+    """One scheduled run: re-test; re-tune if stale. Recorded in the run directory's history;
+    `resumes`: when the run a dead scheduler left in flight started."""
     started = datetime.now(UTC)
     entry: dict[str, Any] = {"spec": spec_path, "started": started.isoformat(), "verdict": None}
+    if resumes is not None:
+        entry["resumed"] = resumes
+    kwargs = {"spec_path": spec_path, "run_dir": run_dir, "ray_address": ray_address,
+              "options": options}  # fmt: skip
+    inflight = _in_flight(kwargs, resumes or entry["started"])
     tracking = ["--tracking-uri", options["tracking_uri"]] if "tracking_uri" in options else []
     storage = ["--storage", options["storage"]] if "storage" in options else []
     try:
@@ -117,8 +145,23 @@ def run_job(
     entry["finished"] = datetime.now(UTC).isoformat()
     with open(Path(run_dir) / HISTORY, "a") as handle:
         handle.write(json.dumps(entry) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    inflight.unlink(missing_ok=True)
     print(json.dumps(entry), flush=True)
     return entry
+
+
+def _in_flight(kwargs: dict[str, Any], started: str) -> Path:
+    """Record the run as in flight (what to run again if this scheduler dies); its path."""
+    spec_path = str(kwargs["spec_path"])
+    name = f"{Path(spec_path).stem}-{hashlib.sha256(spec_path.encode()).hexdigest()[:8]}"
+    record = Path(kwargs["run_dir"]) / INFLIGHT / f"{name}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"started": started, "kwargs": kwargs}))
+    os.replace(temporary, record)
+    return record
 
 
 def _child_process(

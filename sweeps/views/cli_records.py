@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -194,32 +194,35 @@ def ui(
 
 
 def serve(command: list[str]) -> int:
-    """Run the server in a process group of its own until it exits, or until Ctrl-C (exit 0)
-    or SIGTERM (exit 143), which stop its whole tree: `mlflow server` runs uvicorn in a
-    child process that would otherwise be left behind, still listening."""
-    server = subprocess.Popen(command, start_new_session=True)
+    """Run the server until it exits, or until Ctrl-C (exit 0) or SIGTERM (exit 143), which
+    stop its whole tree: `mlflow server` runs uvicorn in child processes that would otherwise
+    be left behind, still listening. A reaper kills the tree if this process is killed."""
+    from caviar.cluster.reaper import start_reaper, stop_reaper
+
+    reaper = start_reaper(only_ray=False)
+    server = subprocess.Popen(command)
     try:
         return server.wait()
     except KeyboardInterrupt as exc:
-        _stop_group(server)
+        _stop_tree(server)
         return EXIT_CODE if terminated(exc) else 0
+    finally:
+        stop_reaper(reaper)
 
 
-def _stop_group(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group; SIGKILL to what is left after 10 s."""
-    for signum, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(server.pid, signum)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            server.poll()
-            try:
-                os.killpg(server.pid, 0)  # anyone left in the group?
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+def _stop_tree(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server and its descendants; SIGKILL to what is left after 10 s."""
+    from caviar.cluster.reaper import descendants, kill_all
+
+    tree = {server.pid: "", **descendants(server.pid)}
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    kill_all({pid: t for pid, t in tree.items() if t})  # the children, if any outlived it
 
 
 def _server_command(run_dir: Path, backend: str, host: str, port: int) -> list[str]:

@@ -4,7 +4,9 @@ records are never duplicated, and two drivers never run one sweep."""
 from __future__ import annotations
 
 import copy
+import os
 import random
+import signal
 import time
 
 import pytest
@@ -103,3 +105,18 @@ def test_a_driver_killed_five_times_finishes_exactly_its_budget(tmp_path):
     versions = client.search_model_versions("name = 'chaos'")
     assert len(versions) == 1, "the champion is registered once"
     print(f"five kills and a final run: {spent:.1f} s in all")
+
+
+def test_a_driver_killed_outright_leaves_no_ray_process_behind(tmp_path):
+    spec = write_spec(tmp_path, SLOW)
+    run_dir = tmp_path / "runs"
+    driver = Command(tmp_path, "sweep", spec, "--run-dir", run_dir)
+    try:
+        driver.until(
+            lambda: any(t.state is TrialState.RUNNING for t in trials_of(run_dir, "search"))
+        )
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone: nothing of it runs its clean-up
+        driver.process.wait()
+        assert driver.left_running(grace=5.0) == [], "Ray's agents and workers die with it"
+    finally:
+        driver.kill()

@@ -74,3 +74,16 @@ def test_sigterm_stops_the_ui_and_its_server_tree(tmp_path):
         assert not listening(port)
     finally:
         ui.kill()
+
+
+def test_a_ui_killed_outright_takes_its_server_with_it(tmp_path):
+    port = free_port()
+    ui = Command(tmp_path, "ui", "--run-dir", tmp_path / "runs", "--port", port)
+    try:
+        ui.until(lambda: listening(port), timeout=120)
+        os.kill(ui.pid, signal.SIGKILL)  # no clean-up of its own can run
+        ui.process.wait()
+        assert ui.left_running(grace=5.0) == [], "the reaper stops the server tree"
+        assert not listening(port)
+    finally:
+        ui.kill()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+import os
+import signal
 import threading
 import time
 from datetime import datetime
@@ -12,7 +15,8 @@ import pytest
 from rich.console import Console
 
 from caviar.sweeps.ops.cron import cron_trigger
-from caviar.sweeps.ops.schedule import history, run_scheduler
+from caviar.sweeps.ops.schedule import INFLIGHT, history, run_scheduler
+from tests.chaos.support import Command
 from tests.sweeps.ops.test_retest import copy_of, shifted_digits
 
 
@@ -98,3 +102,42 @@ def test_a_stale_champion_is_retuned_on_schedule(swept, tmp_path):
     assert entry["verdict"] == "stale" and "error" not in entry, entry
     assert entry["retune"]["replaced"] is True
     assert entry["retune"]["best"]["value"] > entry["retune"]["incumbent"]["score_now"]
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_run_resumes_it_once_and_a_second_is_refused(swept, tmp_path):
+    spec, run_dir = copy_of(swept, tmp_path, retune={"schedule": "*/2 * * * * *", "seeds": 1})
+    first = Command(tmp_path, "schedule", spec, "--run-dir", run_dir, log="first.log")
+    try:
+        first.until(lambda: any((run_dir / INFLIGHT).glob("*.json")), timeout=120)
+        (record,) = (run_dir / INFLIGHT).glob("*.json")
+        cut_short = json.loads(record.read_text())["started"]
+    finally:
+        first.kill()  # the scheduler and the re-test it runs, mid-run
+    assert history(run_dir) == [], "the run was cut short before its entry"
+
+    # Two schedulers started at once on the same run directory: one is turned away.
+    both = [Command(tmp_path, "schedule", spec, "--run-dir", run_dir, log=f"s{i}.log")
+            for i in range(2)]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while all(s.process.poll() is None for s in both) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refused = [s for s in both if s.process.poll() is not None]
+        assert len(refused) == 1 and refused[0].process.returncode == 2
+        assert "a scheduler already runs" in refused[0].output()
+        (running,) = [s for s in both if s not in refused]
+        running.until(lambda: len(history(run_dir)) >= 2, timeout=240)
+        os.kill(running.pid, signal.SIGTERM)
+        running.wait(timeout=120)
+    finally:
+        for scheduler in both:
+            scheduler.kill()
+    entries = history(run_dir)
+    resumed = [e for e in entries if "resumed" in e]
+    assert len(resumed) == 1 and resumed[0]["resumed"] == cut_short, entries
+    assert entries[0] is not None and "resumed" in entries[0], "the cut-short run goes first"
+    assert all("error" not in e for e in entries), entries
+    assert_no_overlap(entries)
+    assert not list((run_dir / INFLIGHT).glob("*.json")), "nothing left in flight"
