@@ -173,6 +173,9 @@ def ui(
             help="MLflow backend store, e.g. postgresql://... (default: SQLite in RUN_DIR).",
         ),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes; more serve many sweeps at once.")
+    ] = 1,
 ) -> None:
     """Serve the MLflow UI (a real `mlflow server`) over the run directory's store.
 
@@ -185,7 +188,7 @@ def ui(
         backend = store or default_tracking_uri(run_dir)
         if store is None and not (run_dir / "mlflow.db").exists():
             console.print(f"[yellow]no sweep recorded in {run_dir} yet: run `make sweep`[/yellow]")
-        command = _server_command(run_dir, backend, host, port)
+        command = [*_server_command(run_dir, backend, host, port), "--workers", str(workers)]
         console.print(f"MLflow UI on http://{host}:{port} (store {backend}); Ctrl-C stops it")
         landing = _landing(backend, f"http://{host}:{port}")
         if landing:
@@ -200,7 +203,10 @@ def serve(command: list[str]) -> int:
     from caviar.cluster.reaper import start_reaper, stop_reaper
 
     reaper = start_reaper(only_ray=False)
-    server = subprocess.Popen(command)
+    # The server's job runner (GenAI jobs caviar never submits) costs CPU and slows every
+    # request on a small machine; it stays off unless asked for.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    server = subprocess.Popen(command, env=env)
     try:
         return server.wait()
     except KeyboardInterrupt as exc:
