@@ -26,7 +26,7 @@ import ray
 from caviar.cluster.runtime import TrialResources
 
 WARM_PREFIX = "caviar-worker-"
-LEASE_SECONDS = 120.0  # a killed driver's workers are free again after this
+LEASE_SECONDS = 120.0  # a killed driver's workers are free after this (at once on its host)
 RENEW_EVERY = 10.0
 CAVIAR_PACKAGES = ("caviar", "caviar.models", "caviar.sweeps", "caviar.cluster")
 

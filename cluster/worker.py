@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -97,9 +98,11 @@ class TrialWorker:
     @ray.method(concurrency_group="control")
     def claim(self, owner: str, ttl: float) -> bool:
         """Lease this worker to `owner` for `ttl` seconds, if no one else holds it; a lease
-        ends when released or when its holder stops renewing it (a driver killed)."""
+        ends when released, when its holder stops renewing it (a driver killed elsewhere), or
+        at once when its holder was a process on this machine that is gone."""
         now = time.monotonic()
-        if self._owner not in (None, owner) and now < self._lease_until:
+        held = self._owner not in (None, owner) and now < self._lease_until
+        if held and not _owner_gone(self._owner):
             return False
         self._owner, self._lease_until = owner, now + ttl
         return True
@@ -123,3 +126,17 @@ class TrialWorker:
             return self.trainer.run_epoch(self._stop.is_set)
         except EpochAborted:
             return None
+
+
+def _owner_gone(owner: str | None) -> bool:
+    """Whether `owner` (host:pid:nonce) was a process on this machine that no longer exists."""
+    host, pid, *_ = [*(owner or "").split(":"), "", ""]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False

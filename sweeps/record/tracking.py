@@ -139,9 +139,18 @@ class Tracker:
 
     # -- trials ---------------------------------------------------------------------------------
 
-    def start_trial(self, stage: str, number: int, params: dict[str, Any]) -> str:
-        """Create the trial's run; returns its key."""
-        key = uuid.uuid4().hex
+    @staticmethod
+    def new_key() -> str:
+        """A key for a run not created yet (record it before creating the run)."""
+        return uuid.uuid4().hex
+
+    def start_trial(
+        self, stage: str, number: int, params: dict[str, Any], key: str | None = None
+    ) -> str:
+        """Create the trial's run under `key` (a new key if None); returns the key. A key
+        given may already have its run (a driver died after creating it): no second is made."""
+        fresh = key is None
+        key = key or self.new_key()
         name = f"{stage}-{number:03d}"
         self.writer.create_run(
             key,
@@ -155,7 +164,7 @@ class Tracker:
                 "state": "running",
             },
             parent=self.sweep_key,
-            fresh=True,
+            fresh=fresh,
         )
         self._params[key] = {k: _text(v) for k, v in params.items()}
         return key

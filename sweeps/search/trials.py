@@ -65,9 +65,12 @@ def open_trial(
     params = plan.space.to_values(trial.params)
     model, train = spec.configs(params, epochs=plan.epochs)
     logged = {**model.model_dump(mode="json"), **train.model_dump(mode="json")}
-    key = tracker.start_trial(plan.name, trial.number, logged)
+    # The key goes on the Optuna trial before the run exists: a driver killed in between
+    # leaves a key without a run, which the next driver creates, never a run nobody closes.
+    key = tracker.new_key()
     trial.set_user_attr(MLFLOW_RUN_KEY, key)
     trial.set_user_attr("stage", plan.name)
+    tracker.start_trial(plan.name, trial.number, logged, key)
     return LiveTrial(trial, plan, key, params, model, train)
 
 
@@ -111,11 +114,12 @@ def reissue_interrupted(
     """Trials a stopped driver left running fail as interrupted; their budget is re-issued."""
     for stale in fail_interrupted(storage, study):
         requeue(study, plan, stale.params, stale.user_attrs)
-        # A driver killed between asking Optuna and recording the trial's run left no run:
-        # make one now, so every trial has its record.
-        key = stale.user_attrs.get(MLFLOW_RUN_KEY) or tracker.start_trial(
-            plan.name, stale.number, plan.space.to_values(stale.params)
-        )
+        # A driver killed between asking Optuna and creating the trial's run left no run:
+        # make it now (under the trial's key, if it has one: the run may exist already, with
+        # its params), so every trial has its record.
+        key = stale.user_attrs.get(MLFLOW_RUN_KEY)
+        params = {} if key else plan.space.to_values(stale.params)
+        key = tracker.start_trial(plan.name, stale.number, params, key)
         tracker.end_trial(key, "failed", {"failure_reason": INTERRUPTED})
         note(f"{plan.name} trial {stale.number}: left running by a stopped driver; re-issued")
 

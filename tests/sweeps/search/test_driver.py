@@ -14,6 +14,7 @@ from caviar.models.sources import DigitsSource
 from caviar.sweeps.search.studies import (
     FAIL_REASON,
     INTERRUPTED,
+    MLFLOW_RUN_KEY,
     default_storage,
     open_storage,
     study_name,
@@ -234,3 +235,18 @@ def test_only_workers_dying_in_a_row_stop_the_sweep(tmp_path):
     states = [t.state for t in sweep.study("search").trials]
     assert len(states) == 16, "the whole budget ran"
     assert states.count(TrialState.FAIL) >= 5, "more deaths than the limit, but none in a row"
+
+
+def test_a_trial_whose_run_was_never_created_gets_one_closed_run(tmp_path):
+    stage = TINY_SPEC["stages"][0]
+    first = run_local_sweep(tmp_path, {"stages": [{**stage, "trials": 2}]})
+    # A driver killed after recording a trial's run key, before creating the run.
+    dead = optuna.load_study(study_name=study_name("tiny", "search"), storage=first.storage)
+    trial = dead.ask(first.spec.search_space.distributions())
+    trial.set_user_attr(MLFLOW_RUN_KEY, "never-created")
+    sweep = run_local_sweep(tmp_path)
+    runs = sweep.runs("tags.`caviar.key` = 'never-created'")
+    assert len(runs) == 1 and runs[0].info.status != "RUNNING"
+    assert runs[0].data.tags["failure_reason"] == INTERRUPTED
+    assert not sweep.runs("attributes.status = 'RUNNING'"), "no run is left open"
+    assert len(sweep.runs("tags.`caviar.role` = 'trial'")) == len(sweep.study("search").trials)
