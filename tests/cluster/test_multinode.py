@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,6 +31,27 @@ SPEC = spec_dict(
     stages=[{"name": "search", "trials": 6}],
     parallel={"trials": 2, "cpus_per_trial": 1, "max_retries": 2},
 )
+
+
+# What the cluster holds, and has free, once the sweep is over (a separate driver).
+RESOURCES = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+deadline = time.time() + 30
+while True:
+    total, free = ray.cluster_resources().get("CPU", 0), ray.available_resources().get("CPU", 0)
+    if free == total or time.time() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps({"total": total, "free": free}))
+"""
+
+
+def cpus(address: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", RESOURCES, address], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -79,6 +101,7 @@ def test_sweep_on_a_cluster_survives_losing_a_node(tmp_path, postgres, cluster):
     try:
         assert driver.returncode == 0, output
         assert "worker lost" in output, output
+        assert cpus(ray_cluster.address) == {"total": 2, "free": 2}, "its resources free again"
         study = load_study(open_storage(storage_url), study_name("multinode", "search"))
         assert study is not None
         counted = [t for t in study.trials if t.user_attrs.get(FAIL_REASON) != INTERRUPTED]
