@@ -9,6 +9,8 @@ the `mlflow server` it runs (and that server's uvicorn workers). Linux only (it 
 elsewhere nothing is started.
 
 Run as `python -m caviar.cluster.reaper`: it imports nothing of caviar, Ray or torch.
+`holder_gone` tells the sweep's lease and the warm workers' leases when their holder was a
+process on this machine that is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +48,21 @@ def stop_reaper(reaper: subprocess.Popen[bytes] | None) -> None:
     if reaper is not None and reaper.stdin is not None:
         reaper.stdin.close()
         reaper.wait(timeout=10)
+
+
+def holder_gone(holder: str | None) -> bool:
+    """Whether `holder` ("host:pid:nonce", how caviar names whoever holds a lease) was a
+    process on this machine that no longer exists; a holder elsewhere is never known gone."""
+    host, pid, *_ = [*(holder or "").split(":"), "", ""]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
 
 
 def _processes() -> dict[int, tuple[int, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from caviar.cluster.reaper import holder_gone
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.executor import Weights
@@ -102,7 +102,7 @@ class TrialWorker:
         at once when its holder was a process on this machine that is gone."""
         now = time.monotonic()
         held = self._owner not in (None, owner) and now < self._lease_until
-        if held and not _owner_gone(self._owner):
+        if held and not holder_gone(self._owner):
             return False
         self._owner, self._lease_until = owner, now + ttl
         return True
@@ -126,17 +126,3 @@ class TrialWorker:
             return self.trainer.run_epoch(self._stop.is_set)
         except EpochAborted:
             return None
-
-
-def _owner_gone(owner: str | None) -> bool:
-    """Whether `owner` (host:pid:nonce) was a process on this machine that no longer exists."""
-    host, pid, *_ = [*(owner or "").split(":"), "", ""]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return False

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from caviar.cluster.reaper import holder_gone
 from caviar.sweeps.errors import SweepBusy
 from caviar.sweeps.search.studies import JOURNAL
 
@@ -47,18 +48,7 @@ class Holder:
 
     def live(self) -> bool:
         """Not expired, and (when it is on this machine) its process still exists."""
-        if time.time() >= self.expires:
-            return False
-        host, pid, _ = [*self.owner.split(":"), "", "", ""][:3]
-        if host != socket.gethostname() or not pid.isdigit():
-            return True
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+        return time.time() < self.expires and not holder_gone(self.owner)
 
     def describe(self) -> str:
         host, pid, _ = [*self.owner.split(":"), "?", "?", ""][:3]
