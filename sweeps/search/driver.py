@@ -10,6 +10,7 @@ to Optuna, asks the stage's pruner, and tells the worker to go on or stop. Openi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -154,9 +155,7 @@ class SweepDriver:
         self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
         self._supply = supply = TrialSupply(study, plan, self.spec, self.tracker, budget_left)
         while not supply.exhausted or self._live:
-            while len(self._live) < self.executor.slots and (live := supply.take()) is not None:
-                self._live[live.number] = live
-                self.executor.start(TrialJob(live.number, live.model, live.train))
+            self._fill(supply.take)
             if len(self._live) == self.executor.slots:
                 supply.draw()  # the next trial, drawn while every worker trains
             for event in self.executor.wait(timeout=0.5):
@@ -168,6 +167,12 @@ class SweepDriver:
             self.tracker.flush(force=False)
             for refusal in self.tracker.refused():
                 self.progress.note(refusal)
+
+    def _fill(self, take: Callable[[], LiveTrial | None]) -> None:
+        """Start trials from `take` while a worker is free."""
+        while len(self._live) < self.executor.slots and (live := take()) is not None:
+            self._live[live.number] = live
+            self.executor.start(TrialJob(live.number, live.model, live.train))
 
     def _handle(self, plan: StagePlan, event: Event) -> None:
         live = self._live.get(event.key)
@@ -242,6 +247,8 @@ class SweepDriver:
             if path is not None:
                 live.trial.set_user_attr(CHECKPOINT, str(path))
         self.executor.release(live.number)
+        if self._supply is not None:  # the trial drawn ahead starts before the bookkeeping
+            self._fill(self._supply.take_spare)
         close_trial(self.tracker, live, state, value, reason)  # also records its val_loss
         self._finished += 1
         if INCUMBENT in live.trial.user_attrs and state is TrialState.COMPLETE:

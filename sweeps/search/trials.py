@@ -148,6 +148,11 @@ class TrialSupply:
         live, self.spare = self.spare, None
         return live
 
+    def take_spare(self) -> LiveTrial | None:
+        """The trial drawn ahead, if there is one; never asks the sampler."""
+        live, self.spare = self.spare, None
+        return live
+
     def draw(self) -> None:
         """Draw the next trial ahead of need, if there is budget and none waits."""
         if self.spare is None and self.left > 0:
