@@ -70,6 +70,9 @@ class InstantExecutor:
     def warm(self, task: Any) -> None:
         pass
 
+    def packed(self, size: int) -> None:
+        return None
+
     def wait(self, timeout: float) -> list[Event]:
         events: list[Event] = []
         while self._due:

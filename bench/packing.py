@@ -6,11 +6,18 @@ trials packed into one `PackedTrainer`, on one CPU thread, and whether their cur
 3,200 training samples), the BN-MLP of the peers benchmark (2 layers of width 32 and of 128,
 batch 128, SGD with momentum) and the conv family (cnn1d, 2 blocks x 16 channels), K = 1, 4,
 16, 64. The mlp packs as batched matrix products, cnn1d as grouped convolutions.
+
+Then the peers benchmark's sweep end to end (`bench.peers`: 40 TPE trials with successive
+halving, six parameters, two workers), each in a fresh process, with trials alone and packed
+`--sweep-packs` at a time on each worker, the shape parameters drawn once per pack.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +45,10 @@ def packing(
     ),
     sizes: Annotated[str, typer.Option(help="Pack sizes K, comma-separated.")] = "1,4,16,64",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs timed per trial.")] = 2,
+    sweep_packs: Annotated[
+        str, typer.Option(help="Pack sizes of the end-to-end sweep (1: alone); '' skips it.")
+    ] = "1,4,8",
+    repeats: Annotated[int, typer.Option(min=1, help="Sweeps per pack size; the median.")] = 3,
 ) -> None:
     """Epochs per second, K trials one after another vs packed into one model."""
     import torch
@@ -61,6 +72,41 @@ def packing(
         table.add_row(r["family"], str(r["k"]), f"{r['separate']:.1f}", f"{r['packed']:.1f}",
                       f"{r['packed'] / r['separate']:.2f}x", f"{r['difference']:.1e}")  # fmt: skip
     Console().print(table)
+    if sweep_packs:
+        _sweeps(out, [int(k) for k in sweep_packs.split(",")], repeats)
+
+
+def _sweeps(out: Path, packs: list[int], repeats: int) -> None:
+    """The peers' workload as caviar sweeps, trials alone and packed: the median run each."""
+    runs = {k: [_sweep(out, k, i) for i in range(repeats)] for k in packs}
+    (out / "sweeps.json").write_text(json.dumps(runs, indent=2))
+    table = Table("pack", "whole process", "trial phase", "epochs", "epochs/s", "best val",
+                  title=f"end-to-end sweep, {w.TRIALS} trials, {w.SLOTS} workers, median of "
+                        f"{repeats}")  # fmt: skip
+    for k, rows in runs.items():
+        row = sorted(rows, key=lambda r: r["epochs_per_second"])[len(rows) // 2]
+        table.add_row("alone" if k == 1 else str(k), f"{row['wall']:.1f} s",
+                      f"{row['phase']:.1f} s", str(row["epochs"]),
+                      f"{row['epochs_per_second']:.1f}", f"{row['best_val']:.3f}")  # fmt: skip
+    Console().print(table)
+
+
+def _sweep(out: Path, pack: int, index: int) -> dict[str, Any]:
+    label = f"sweep-pack{pack}-{index}"
+    result = out / f"{label}.json"
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    started = time.time()
+    command = [sys.executable, "-m", "bench.peers.run_caviar", str(result), str(out / label),
+               "caviar", str(pack)]  # fmt: skip
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    row = json.loads(result.read_text())
+    phase = row["last_trial"] - row["first_trial"]
+    row.update(pack=pack, wall=time.time() - started, phase=phase,
+               epochs_per_second=row["epochs"] / phase)  # fmt: skip
+    rate, best = row["epochs_per_second"], row["best_val"]
+    Console().print(f"{label}: {row['wall']:.1f} s, {row['epochs']} epochs, "
+                    f"{rate:.1f} epochs/s, best {best:.3f}")  # fmt: skip
+    return row
 
 
 def _source() -> Any:

@@ -58,6 +58,7 @@ class RayExecutor:
         `epoch_timeout`: seconds an epoch may take (default: from the trial's own epochs)."""
         self.max_retries = max_retries
         self._watch = EpochWatch(epoch_timeout)
+        self.epoch_timeout = epoch_timeout
         self._slots = slots
         self._data_ref: ray.ObjectRef | None = None
         remote: Any = ray.remote  # its typed overloads do not know `concurrency_groups`
@@ -67,15 +68,13 @@ class RayExecutor:
         self._running: dict[int, _Running] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
-        # Every slot's worker starts now, while the driver prepares its data, studies and
-        # records: the first trials find them up (a worker takes seconds to import torch).
+        # Workers start now, while the driver prepares: torch takes them seconds to import.
         self._idle: list[Any] = self._actors.take(slots)
         if data is not None:
             self.load(data)
 
     def load(self, data: Dataset) -> None:
-        """The data every trial trains on: put in the object store once, handed to each
-        worker before its first trial."""
+        """The trials' data: put in the object store once, handed to each worker."""
         self._data_ref = ray.put(data)
         for actor in self._idle:
             actor.use.remote(self._data_ref)
@@ -85,8 +84,7 @@ class RayExecutor:
         return self._slots
 
     def start(self, job: TrialJob) -> None:
-        actor = self._idle.pop() if self._idle else self._new_actor()
-        running = _Running(job, actor)
+        running = _Running(job, self.borrow())
         self._running[job.key] = running
         self._begin(running)
 
@@ -123,8 +121,7 @@ class RayExecutor:
         except RayError:  # the worker died (or failed) after its last epoch
             return None
 
-    def worker_pid(self, key: int) -> int:
-        """Process id of the worker training `key` (for operators and fault tests)."""
+    def worker_pid(self, key: int) -> int:  # the process training `key`, for fault tests
         return int(ray.get(self._running[key].actor.pid.remote()))
 
     def wait(self, timeout: float) -> list[Event]:
@@ -163,7 +160,7 @@ class RayExecutor:
         results: list[Result] = []
         for start in range(0, len(calls), self._slots):
             chunk = calls[start : start + self._slots]
-            actors = [self._idle.pop() if self._idle else self._new_actor() for _ in chunk]
+            actors = [self.borrow() for _ in chunk]
             refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
             results += [
                 _task_result(self, task, *run) for run in zip(actors, refs, chunk, strict=True)
@@ -183,11 +180,25 @@ class RayExecutor:
         self._running.clear()
         self._futures.clear()
 
-    def _new_actor(self) -> Any:
+    def packed(self, size: int) -> Any:
+        from caviar.cluster.packing import PackedExecutor  # it builds on this class
+
+        return PackedExecutor(self, size)
+
+    def borrow(self) -> Any:
+        """An idle worker (a new one if none is idle), for a trial, a task or a pack."""
+        if self._idle:
+            return self._idle.pop()
         (actor,) = self._actors.take(1)
         if self._data_ref is not None:
             actor.use.remote(self._data_ref)
         return actor
+
+    def give_back(self, actor: Any) -> None:
+        self._idle.append(actor)  # what it still runs finishes before its next call
+
+    def discard(self, actor: Any) -> None:  # a worker that died or may be broken: replaced
+        self._actors.discard(actor)
 
     def _begin(self, running: _Running) -> None:
         """The trial's first epoch and, when it has one, its second."""
@@ -233,7 +244,7 @@ class RayExecutor:
         for ref in running.ahead:  # the other epochs asked of the dead worker
             self._futures.pop(ref, None)
         running.attempt += 1
-        running.actor = self._new_actor()
+        running.actor = self.borrow()
         self._begin(running)
         return WorkerLost(key, running.attempt, reason)
 
@@ -245,17 +256,17 @@ def _task_result(pool: RayExecutor, task: Callable[..., Result], actor: Any, ref
     try:
         result: Result = ray.get(ref)
     except RayTaskError as exc:  # the task's own error
-        pool._actors.discard(actor)
+        pool.discard(actor)
         raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
     except RayError:
-        pool._actors.discard(actor)
+        pool.discard(actor)
         if attempt >= pool.max_retries:
             raise
-        actor = pool._new_actor()
+        actor = pool.borrow()
         return _task_result(
             pool, task, actor, actor.run_task.remote(task, *args), args, attempt + 1
         )
-    pool._idle.append(actor)
+    pool.give_back(actor)
     return result
 
 

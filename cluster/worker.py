@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from caviar.models.executor import Weights
 from caviar.models.metrics import EpochMetrics
 
 if TYPE_CHECKING:
+    from caviar.models.packed import PackedTrainer
     from caviar.models.train import Trainer
 
 CONCURRENCY_GROUPS = {"control": 1}
@@ -42,10 +44,12 @@ class TrialWorker:
 
         self.data: Dataset | None = None  # the sweep's data, given by `use`
         self.threads = threads
-        self.trainer: Trainer | None = None
+        self.trainer: Trainer | PackedTrainer | None = None
         self._key: int | None = None  # the trial being trained
         self._stop = threading.Event()
         self._warmed: set[str] = set()  # tasks `warm` ran here
+        self._leaves: deque[tuple[int, int]] = deque()  # (pack, trial) to remove at the next epoch
+        self._final: dict[int, Weights] = {}  # weights of pack members that trained to the end
         self._owner: str | None = None  # the executor using this worker (a warm pool's lease)
         self._lease_until = 0.0
 
@@ -62,9 +66,40 @@ class TrialWorker:
         self.trainer = Trainer(self.data, model, train, threads=self.threads)
         return self._epoch()
 
-    def next_epoch(self) -> EpochMetrics | None:
-        """The next epoch's metrics; None when it was stopped before it finished."""
-        return self._epoch()
+    def begin_pack(self, key: int, model: ModelConfig,
+                   trains: dict[int, TrainConfig]) -> dict[int, EpochMetrics] | None:  # fmt: skip
+        """Train `trains` as one pack (`key` names the pack); trials `join` and `leave` it
+        between two epochs. Each epoch's metrics come by member."""
+        from caviar.models.packed import PackedTrainer
+
+        assert self.data is not None, "use() the data first"
+        self._key = key
+        self._stop.clear()
+        self._final.clear()
+        self._leaves.clear()
+        self.trainer = PackedTrainer(self.data, model, trains, threads=self.threads)
+        return self._pack_epoch()
+
+    def next_epoch(self) -> EpochMetrics | dict[int, EpochMetrics] | None:
+        """The next epoch's metrics (by member for a pack); None when it was stopped before
+        it finished."""
+        return self._epoch() if self._pack is None else self._pack_epoch()
+
+    def join(self, key: int, train: TrainConfig) -> None:
+        """Trial `key` joins the pack, after the epochs asked for before (calls run in order)."""
+        assert self._pack is not None, "begin a pack first"
+        self._pack.add(key, train)
+
+    @ray.method(concurrency_group="control")
+    def leave(self, pack: int, key: int) -> None:
+        """Trial `key` leaves the pack `pack` at its next epoch (its kept weights go too)."""
+        self._final.pop(key, None)
+        self._leaves.append((pack, key))
+
+    @ray.method(concurrency_group="control")
+    def member_weights(self, key: int) -> Weights | None:
+        """A pack member's weights after its last epoch (None if it did not train to it)."""
+        return self._final.get(key)
 
     @ray.method(concurrency_group="control")
     def stop(self, key: int) -> None:
@@ -73,7 +108,9 @@ class TrialWorker:
             self._stop.set()
 
     def weights(self) -> Weights:
-        assert self.trainer is not None, "begin a trial first"
+        from caviar.models.train import Trainer
+
+        assert isinstance(self.trainer, Trainer), "begin a trial first"
         return self.trainer.weights()
 
     def run_task(self, task: Callable[..., Any], *args: Any) -> Any:
@@ -94,6 +131,32 @@ class TrialWorker:
     def end(self) -> None:
         self.trainer = None
         self._key = None
+        self._final.clear()
+
+    @property
+    def _pack(self) -> PackedTrainer | None:
+        from caviar.models.packed import PackedTrainer
+
+        return self.trainer if isinstance(self.trainer, PackedTrainer) else None
+
+    def _pack_epoch(self) -> dict[int, EpochMetrics] | None:
+        """Members leave and join, then the pack trains an epoch; a member that diverged or
+        trained its last epoch leaves at once (its final weights kept for `member_weights`)."""
+        pack = self._pack
+        assert pack is not None, "begin a pack first"
+        while self._leaves:
+            left, key = self._leaves.popleft()
+            if left == self._key and key in pack.keys:  # not a leave meant for an earlier pack
+                pack.remove(key)
+        if not pack.size:
+            return {}
+        metrics = self._epoch()
+        for key, epoch in (metrics or {}).items():
+            if epoch.diverged or epoch.epoch >= pack.configs[pack.keys.index(key)].epochs:
+                if not epoch.diverged:
+                    self._final[key] = pack.weights(key)
+                pack.remove(key)
+        return metrics
 
     @ray.method(concurrency_group="control")
     def claim(self, owner: str, ttl: float) -> bool:
@@ -118,7 +181,7 @@ class TrialWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def _epoch(self) -> EpochMetrics | None:
+    def _epoch(self) -> Any:
         from caviar.models.train import EpochAborted
 
         assert self.trainer is not None, "begin a trial first"

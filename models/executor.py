@@ -101,6 +101,25 @@ class TrialExecutor(Protocol):
     def close(self) -> None:
         """Stop all workers."""
 
+    def packed(self, size: int) -> PackedTrials | None:
+        """The same workers training up to `size` same-shape trials at once each, as one
+        batched model (`caviar.models.packed`); None where this executor cannot pack."""
+        ...
+
+
+class PackedTrials(TrialExecutor, Protocol):
+    """A `TrialExecutor` whose workers each train a pack: trials join a pack of their shape
+    between two epochs and leave it when released; `slots` counts seats, not workers."""
+
+    def fits(self, job: TrialJob) -> bool:
+        """Whether `job` can start now: a worker is free, or a pack of its shape has a seat."""
+        ...
+
+    def open_pack(self) -> int | None:
+        """A trial in a pack with a free seat, when no worker is free (None otherwise): the
+        next trial drawn in its shape fills the seat."""
+        ...
+
 
 @dataclass(frozen=True)
 class Trained:

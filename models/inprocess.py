@@ -58,6 +58,9 @@ class InProcessExecutor:
     def warm(self, task: Callable[[Dataset], None]) -> None:
         pass  # nothing to gain in one process: the task would run on the critical path
 
+    def packed(self, size: int) -> None:
+        return None  # packs train on Ray workers (`caviar.cluster.packing`)
+
     def close(self) -> None:
         self._trainers.clear()
         self._due.clear()

@@ -52,12 +52,11 @@ class PackedTrainer:
             torch.set_num_threads(max(1, threads))
         first = next(iter(trains.values()))
         self.device = choose_device(first.device)
+        self.model, self._sizes = model, (data.n_features, data.n_classes)
         self.keys = list(trains)
         self.configs = list(trains.values())
-        networks = []
-        for config in self.configs:  # each member's weights from its own seed, as alone
-            torch.manual_seed(config.seed)
-            networks.append(build_network(data.n_features, data.n_classes, model))
+        self.epochs = [0] * len(trains)  # each member's epochs so far (one may join later)
+        networks = [self._network(config) for config in self.configs]
         params, buffers = stack_module_state(networks)
         self.params = {k: v.to(self.device).detach().requires_grad_() for k, v in params.items()}
         self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
@@ -73,7 +72,11 @@ class PackedTrainer:
         self._orders = [torch.Generator().manual_seed(c.seed) for c in self.configs]
         self._x_train, self._y_train = self._tensors(data.x_train, data.y_train)
         self._x_val, self._y_val = self._tensors(data.x_val, data.y_val)
-        self.epoch = 0
+
+    def _network(self, config: TrainConfig) -> nn.Module:
+        """A member's network, its weights from its own seed, as `Trainer` builds it alone."""
+        torch.manual_seed(config.seed)
+        return build_network(*self._sizes, self.model)
 
     @property
     def size(self) -> int:
@@ -83,15 +86,16 @@ class PackedTrainer:
         """Train every member one epoch and evaluate each; metrics by member key. `stop` is
         asked between mini-batches (`EpochAborted` when it says so), as in `Trainer`."""
         start = time.perf_counter()
-        lrs = [c.lr * lr_factor(c.lr_schedule, c.lr_decay, self.epoch) for c in self.configs]
+        lrs = [c.lr * lr_factor(c.lr_schedule, c.lr_decay, e)
+               for c, e in zip(self.configs, self.epochs, strict=True)]  # fmt: skip
         self.optimizer.lr = torch.tensor(lrs, dtype=self.optimizer.lr.dtype, device=self.device)
         train_losses = self._train_one_pass(stop)
         val_losses, accuracies = self._evaluate()
-        self.epoch += 1
+        self.epochs = [e + 1 for e in self.epochs]
         seconds = (time.perf_counter() - start) / self.size  # each member's share
         return {
             key: EpochMetrics(
-                self.epoch,
+                self.epochs[i],
                 float(train_losses[i]),
                 float(val_losses[i]),
                 float(accuracies[i]),
@@ -101,11 +105,31 @@ class PackedTrainer:
             for i, key in enumerate(self.keys)
         }
 
+    def add(self, key: int, config: TrainConfig) -> None:
+        """Trial `key` joins the pack between two epochs, from its own first epoch: its
+        weights, data order and optimiser state start as they would alone."""
+        reason = packable(self.model, [*self.configs, config])
+        if reason is not None:
+            raise ValueError(f"trial {key} cannot join this pack: {reason}")
+        params, buffers = stack_module_state([self._network(config)])
+        joined = {k: v.detach().to(self.device) for k, v in params.items()}
+        self.params = {k: torch.cat([v.detach(), joined[k]]).requires_grad_()
+                       for k, v in self.params.items()}  # fmt: skip
+        self.buffers = {
+            k: torch.cat([v, buffers[k].to(self.device)]) for k, v in self.buffers.items()
+        }
+        self.optimizer.add(config, list(self.params.values()))
+        self.keys.append(key)
+        self.configs.append(config)
+        self.epochs.append(0)
+        self._orders.append(torch.Generator().manual_seed(config.seed))
+
     def remove(self, key: int) -> None:
         """Member `key` leaves the pack (pruned, diverged, done, failed)."""
-        rows = torch.tensor([i for i, k in enumerate(self.keys) if k != key], device=self.device)
+        kept = [i for i, k in enumerate(self.keys) if k != key]
+        rows = torch.tensor(kept, dtype=torch.long, device=self.device)
         index = self.keys.index(key)
-        del self.keys[index], self.configs[index], self._orders[index]
+        del self.keys[index], self.configs[index], self._orders[index], self.epochs[index]
         self.params = {k: v.detach()[rows].requires_grad_() for k, v in self.params.items()}
         self.buffers = {k: v[rows] for k, v in self.buffers.items()}
         self.optimizer.keep(rows, list(self.params.values()))

@@ -31,21 +31,36 @@ class PackedOptimizer:
         self.beta2 = per_trial([c.beta2 for c in configs])
         self.eps = per_trial([c.eps for c in configs])
         self.weight_decay = per_trial([c.weight_decay for c in configs])
-        self.steps = 0
+        self.steps = torch.zeros(len(configs), dtype=params[0].dtype, device=device)
         self.first = [torch.zeros_like(p) for p in params]  # momentum buffer / Adam's m
         self.second = [torch.zeros_like(p) for p in params]  # RMSprop's / Adam's v
 
     def keep(self, rows: torch.Tensor, params: list[torch.Tensor]) -> None:
         """Only the trials at `rows` go on (`params` are the kept slices of the parameters)."""
         self.params = params
-        for name in ("lr", "momentum", "beta1", "beta2", "eps", "weight_decay"):
+        for name in ("lr", "momentum", "beta1", "beta2", "eps", "weight_decay", "steps"):
             setattr(self, name, getattr(self, name)[rows])
         self.first = [s[rows] for s in self.first]
         self.second = [s[rows] for s in self.second]
 
+    def add(self, config: TrainConfig, params: list[torch.Tensor]) -> None:
+        """A trial joins as the last row (`params` now have its slice), with fresh state."""
+        if config.optimizer is not self.kind:
+            raise ValueError(
+                f"a pack shares one optimizer kind: {self.kind}, not {config.optimizer}"
+            )
+        self.params = params
+        for name, value in [("lr", config.lr), ("momentum", config.momentum),
+                            ("beta1", config.beta1), ("beta2", config.beta2), ("eps", config.eps),
+                            ("weight_decay", config.weight_decay), ("steps", 0.0)]:  # fmt: skip
+            column = getattr(self, name)
+            setattr(self, name, torch.cat([column, column.new_tensor([value])]))
+        self.first = [torch.cat([s, s.new_zeros((1, *s.shape[1:]))]) for s in self.first]
+        self.second = [torch.cat([s, s.new_zeros((1, *s.shape[1:]))]) for s in self.second]
+
     @torch.no_grad()
     def step(self) -> None:
-        self.steps += 1
+        self.steps += 1  # each trial's own count: one that joined later has taken fewer
         for p, first, second in zip(self.params, self.first, self.second, strict=True):
             if p.grad is None:
                 continue
@@ -66,8 +81,9 @@ class PackedOptimizer:
                 b1, b2 = self.beta1.view(shape), self.beta2.view(shape)
                 first.mul_(b1).add_((1 - b1) * grad)
                 second.mul_(b2).add_((1 - b2) * grad * grad)
-                correction1 = 1 - b1**self.steps
-                correction2 = (1 - b2**self.steps).sqrt()
+                steps = self.steps.view(shape)
+                correction1 = 1 - b1**steps
+                correction2 = (1 - b2**steps).sqrt()
                 denominator = second.sqrt() / correction2 + self.eps.view(shape)
                 p.sub_(lr / correction1 * first / denominator)
 

@@ -27,6 +27,11 @@ def packable(model: ModelConfig, trains: list[TrainConfig]) -> str | None:
     return None
 
 
+def shape_of(job: TrialJob) -> tuple[str, ...]:
+    """What the members of a pack share: the model config and `SHARED` training settings."""
+    return (job.model.model_dump_json(), *(str(getattr(job.train, f)) for f in SHARED))
+
+
 def group(
     jobs: list[TrialJob], size: int, slots: int
 ) -> tuple[list[list[TrialJob]], list[TrialJob]]:
@@ -34,8 +39,7 @@ def group(
     left to train alone (no partner, or not packable)."""
     shapes: dict[tuple[str, ...], list[TrialJob]] = {}
     for job in jobs:
-        shape = (job.model.model_dump_json(), *(str(getattr(job.train, f)) for f in SHARED))
-        shapes.setdefault(shape, []).append(job)
+        shapes.setdefault(shape_of(job), []).append(job)
     packs: list[list[TrialJob]] = []
     alone: list[TrialJob] = []
     for same in shapes.values():

@@ -1,6 +1,6 @@
 """caviar through its Python API: the workload as one spec, in RUN_DIR (on an embedded Ray
 instance, or on the local cluster `caviar cluster up` started there, whose workers may be
-warm). `python -m bench.peers.run_caviar OUT.json RUN_DIR SYSTEM`."""
+warm). `python -m bench.peers.run_caviar OUT.json RUN_DIR SYSTEM [PACK]`."""
 
 import sys
 from pathlib import Path
@@ -9,8 +9,12 @@ import caviar
 from bench.peers import workload as w
 
 
-def main(out: Path, run_dir: Path, system: str) -> None:
+def main(out: Path, run_dir: Path, system: str, pack: int = 1) -> None:
     spec = w.caviar_spec(out.stem)  # a sweep of its own each time: nothing is resumed
+    if pack > 1:  # trials packed on the workers, their shapes drawn once per pack
+        spec["parallel"]["pack"] = pack
+        for stage in spec["stages"]:
+            stage["shape_per_pack"] = True
     outcome = caviar.sweep(spec, run_dir, quiet=True)
     usage = outcome.result.usage
     measured = w.Measured(system, usage.epochs, usage.compute, usage.first, usage.last)
@@ -21,4 +25,4 @@ def main(out: Path, run_dir: Path, system: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:5]))

@@ -98,7 +98,9 @@ def retune_spec(
 
 def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> list[StageSpec]:
     """warm (the incumbent and `warm` configs), explore (full ranges, Sobol), fine (TPE in the
-    box around the best so far); each trial trains the champion's `epochs`."""
+    box around the best so far); each trial trains the champion's `epochs`. With
+    `parallel.pack`, the warm stage's same-shape configs train packed, and explore and fine
+    draw shapes per pack where the sweep's first and last stages did."""
     budget = spec.retune.trials
     explore = round(budget * spec.retune.explore)
     first, last = spec.stages[0], spec.stages[-1]
@@ -109,13 +111,14 @@ def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> l
     if explore:
         stages.append(
             StageSpec(name="explore", trials=explore, sampler=SamplerName.QMC, epochs=epochs,
-                      pruner=first.pruner, narrow=False)
+                      pruner=first.pruner, narrow=False, shape_per_pack=first.shape_per_pack)
         )  # fmt: skip
     if budget - explore:
         keep_top = last.keep_top if len(spec.stages) > 1 else 0.2
         stages.append(
             StageSpec(name="fine", trials=budget - explore, sampler=SamplerName.TPE,
-                      epochs=epochs, pruner=last.pruner, keep_top=keep_top, margin=last.margin)
+                      epochs=epochs, pruner=last.pruner, keep_top=keep_top, margin=last.margin,
+                      shape_per_pack=last.shape_per_pack)
         )  # fmt: skip
     return stages
 

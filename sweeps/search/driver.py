@@ -21,18 +21,19 @@ from caviar.models.errors import CaviarError
 from caviar.models.executor import (
     EpochDone,
     Event,
+    PackedTrials,
     TrialCrashed,
     TrialExecutor,
     TrialJob,
     WorkerLost,
 )
+from caviar.models.packs import packable
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best, Incumbent, TrialEnd, Usage
 from caviar.sweeps.search.finale import Finale, FinaleResult
-from caviar.sweeps.search.space import format_box
 from caviar.sweeps.search.spec import SweepSpec
-from caviar.sweeps.search.stages import OpenedStage, StagePlan, open_stage, plan_stages
+from caviar.sweeps.search.stages import StagePlan, open_stage, plan_stages, record_opening
 from caviar.sweeps.search.studies import (
     CHECKPOINT,
     INCUMBENT,
@@ -95,6 +96,8 @@ class SweepDriver:
         self._stillborn = 0  # trials in a row whose worker died before their first epoch
         self.usage = Usage(executor.slots)
         self._supply: TrialSupply | None = None  # the running stage's next trials
+        self._packs: PackedTrials | None = None  # the running stage's packs, if it packs
+        self._trials: TrialExecutor = executor  # what trains the running stage's trials
 
     def run(self) -> SweepResult:
         """Run every stage's remaining budget and publish the champion; on any exit, running
@@ -115,7 +118,7 @@ class SweepDriver:
             self.progress.note(refusal)
         if waiting:
             self.progress.note(self.tracker.unreachable_note(waiting))
-        incumbent = self._incumbent_score(finale)
+        incumbent = incumbent_score(finale, self.incumbent_value)
         return SweepResult(self.best, incumbent, finale, waiting, self.usage)
 
     def _run_stages(self) -> list[tuple[StagePlan, optuna.Study]]:
@@ -124,26 +127,10 @@ class SweepDriver:
         for plan in plan_stages(self.spec):
             opened = open_stage(self.storage, self.spec, plan, previous, self.incumbent)
             if opened.fresh:
-                self._record_opening(opened)
+                record_opening(opened, self.tracker, self.progress.note)
             self._run_stage(opened.plan, opened.study)
             previous.append((opened.plan, opened.study))
         return previous
-
-    def _incumbent_score(self, finale: FinaleResult) -> float | None:
-        """A re-tune's incumbent on this data: its mean over the selection's seeds."""
-        selection = finale.selection
-        if selection is not None and selection.incumbent is not None:
-            return selection.mean(selection.incumbent)
-        return self.incumbent_value
-
-    def _record_opening(self, opened: OpenedStage) -> None:
-        box = opened.plan.space.box()
-        if opened.plan.index > 0 and opened.plan.spec.narrow:
-            self.progress.note(
-                f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far, "
-                f"{opened.carried} earlier trials carried over: " + format_box(box, "; ")
-            )
-        self.tracker.record_stage(opened.plan.name, box, opened.kept, opened.carried)
 
     def _run_stage(self, plan: StagePlan, study: optuna.Study) -> None:
         reissue_interrupted(self.storage, study, plan, self.tracker, self.progress.note)
@@ -153,26 +140,41 @@ class SweepDriver:
         self.incumbent_value = incumbent if incumbent is not None else self.incumbent_value
         budget_left = plan.trials - sum(uses_budget(t) for t in finished)
         self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
-        self._supply = supply = TrialSupply(study, plan, self.spec, self.tracker, budget_left)
+        self._packs = stage_packs(self.spec, self.executor)
+        self._trials = self._packs or self.executor
+        shapes = plan.spec.shape_per_pack and self._packs is not None
+        self._supply = supply = TrialSupply(study, plan, self.spec, self.tracker, budget_left,
+                                            shapes)  # fmt: skip
         while not supply.exhausted or self._live:
             self._fill(supply.take)
-            if len(self._live) == self.executor.slots:
+            if len(self._live) == self._trials.slots:
                 supply.draw()  # the next trial, drawn while every worker trains
-            for event in self.executor.wait(timeout=0.5):
+            for event in self._trials.wait(timeout=0.5):
                 self._handle(plan, event)
             last = supply.exhausted and plan.index == len(self.spec.stages) - 1
-            if last and self.champion is not None and len(self._live) < self.executor.slots:
+            if last and self.champion is not None and len(self._live) < self._trials.slots:
                 self.champion.warm(self.executor)  # an idle worker readies the finale
             self.progress.running(len(self._live))
             self.tracker.flush(force=False)
             for refusal in self.tracker.refused():
                 self.progress.note(refusal)
 
-    def _fill(self, take: Callable[[], LiveTrial | None]) -> None:
-        """Start trials from `take` while a worker is free."""
-        while len(self._live) < self.executor.slots and (live := take()) is not None:
+    def _fill(self, take: Callable[[LiveTrial | None], LiveTrial | None]) -> None:
+        """Start trials from `take` while there is room: a free worker, or a free seat in a
+        pack (the next trial is drawn in that pack's shape where the stage asks for it). A
+        trial that fits nowhere yet waits, drawn, for a worker or a seat of its shape."""
+        while len(self._live) < self._trials.slots:
+            seat = self._packs.open_pack() if self._packs is not None else None
+            live = take(self._live.get(seat) if seat is not None else None)
+            if live is None:
+                return
+            job = TrialJob(live.number, live.model, live.train)
+            if self._packs is not None and not self._packs.fits(job):
+                assert self._supply is not None
+                self._supply.hold(live)
+                return
             self._live[live.number] = live
-            self.executor.start(TrialJob(live.number, live.model, live.train))
+            self._trials.start(job)
 
     def _handle(self, plan: StagePlan, event: Event) -> None:
         live = self._live.get(event.key)
@@ -193,7 +195,7 @@ class SweepDriver:
         """Report the epoch; then the trial completes, is pruned, fails or goes on."""
         metrics = event.metrics
         if metrics.epoch <= live.recorded:  # a restarted worker catching up: already recorded
-            self.executor.proceed(live.number)
+            self._trials.proceed(live.number)
             return
         live.recorded, live.val_loss = metrics.epoch, metrics.val_loss
         self._stillborn = 0  # workers do start: only failures in a row count
@@ -210,7 +212,7 @@ class SweepDriver:
         elif live.trial.should_prune():
             self._finish(plan, live, TrialState.PRUNED, value)
         else:
-            self.executor.proceed(live.number)
+            self._trials.proceed(live.number)
 
     def _check_workers_can_start(self, live: LiveTrial, reason: str) -> None:
         """Stop when workers keep dying before their first epoch: that is the cluster, not the
@@ -243,10 +245,10 @@ class SweepDriver:
         )
         if improved and self.champion is not None:
             label = f"{plan.name}#{live.number}"
-            path = self.champion.checkpoint(self.executor, live.number, label, live.model)
+            path = self.champion.checkpoint(self._trials, live.number, label, live.model)
             if path is not None:
                 live.trial.set_user_attr(CHECKPOINT, str(path))
-        self.executor.release(live.number)
+        self._trials.release(live.number)
         if self._supply is not None:  # the trial drawn ahead starts before the bookkeeping
             self._fill(self._supply.take_spare)
         close_trial(self.tracker, live, state, value, reason)  # also records its val_loss
@@ -265,7 +267,25 @@ class SweepDriver:
         again when the sweep resumes (and their configuration too, where it must be)."""
         spare = self._supply.spare if self._supply is not None else None
         for live in [*self._live.values(), *([spare] if spare else [])]:
-            self.executor.release(live.number)
+            self._trials.release(live.number)
             close_trial(self.tracker, live, TrialState.FAIL, None, INTERRUPTED)
             requeue(live.trial.study, live.plan, live.trial.params, live.trial.user_attrs)
         self._live.clear()
+
+
+def stage_packs(spec: SweepSpec, executor: TrialExecutor) -> PackedTrials | None:
+    """Packs for a stage's trials where `parallel.pack` asks for them and the networks can
+    pack (no dropout, neither set nor searched); None: each trial trains alone."""
+    size = spec.parallel.pack
+    if size < 2 or "dropout" in spec.space or packable(spec.model, [spec.train]) is not None:
+        return None
+    return executor.packed(size)
+
+
+def incumbent_score(finale: FinaleResult, seen: float | None) -> float | None:
+    """A re-tune's incumbent on this data: its mean over the selection's seeds, else its
+    value as the sweep `seen` it."""
+    selection = finale.selection
+    if selection is not None and selection.incumbent is not None:
+        return selection.mean(selection.incumbent)
+    return seen

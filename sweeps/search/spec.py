@@ -102,6 +102,12 @@ class StageSpec(Strict):
         default_factory=list,
         description="Configurations (searched hyperparameters) this stage evaluates first.",
     )
+    shape_per_pack: bool = Field(
+        False,
+        description="With parallel.pack: the searched shape parameters (widths, depth, batch "
+        "size, optimizer) are drawn once per pack, so a stage that searches them still trains "
+        "its trials packed; the other parameters are drawn for each trial.",
+    )
 
     @model_validator(mode="after")
     def _keep_top_is_fraction_or_count(self) -> StageSpec:
@@ -187,8 +193,9 @@ class ParallelSpec(Strict):
         1,
         ge=1,
         le=256,
-        description="Same-shape trials trained as one batched model on a worker (re-test "
-        "seeds, seed-robust re-runs); 1 trains each alone.",
+        description="Same-shape trials trained as one batched model on a worker: searched "
+        "trials (a stage's trials join a pack of their shape; see stages' shape_per_pack), "
+        "re-test seeds, seed-robust re-runs; 1 trains each alone.",
     )
     epoch_timeout: float | None = Field(
         None,

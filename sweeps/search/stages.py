@@ -11,16 +11,18 @@ when a sweep resumes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Incumbent
 from caviar.sweeps.search.ranking import VAL_LOSS, best_trials
 from caviar.sweeps.search.samplers import make_pruner, make_sampler
-from caviar.sweeps.search.space import SearchSpace
+from caviar.sweeps.search.space import SearchSpace, format_box
 from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
 from caviar.sweeps.search.studies import (
     BOX,
@@ -194,3 +196,14 @@ def _set_up(
     study.set_user_attr(BOX, plan.space.box())
     study.set_user_attr(SPACE, plan.space.dump())
     return len(carried)
+
+
+def record_opening(opened: OpenedStage, tracker: Tracker, note: Callable[[str], None]) -> None:
+    """A stage opens: its box in the progress (a narrowed one) and in MLflow."""
+    box = opened.plan.space.box()
+    if opened.plan.index > 0 and opened.plan.spec.narrow:
+        note(
+            f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far, "
+            f"{opened.carried} earlier trials carried over: " + format_box(box, "; ")
+        )
+    tracker.record_stage(opened.plan.name, box, opened.kept, opened.carried)

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.packs import SHARED
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best
 from caviar.sweeps.search.ranking import VAL_LOSS
@@ -58,9 +59,16 @@ class LiveTrial:
 
 
 def open_trial(
-    study: optuna.Study, plan: StagePlan, spec: SweepSpec, tracker: Tracker
+    study: optuna.Study,
+    plan: StagePlan,
+    spec: SweepSpec,
+    tracker: Tracker,
+    fixed: dict[str, Any] | None = None,
 ) -> LiveTrial:
-    """Ask the stage's study for a configuration and open its MLflow run."""
+    """Ask the stage's study for a configuration and open its MLflow run; `fixed` parameters
+    (Optuna's form) are given, the sampler draws the others."""
+    if fixed:
+        study.enqueue_trial(fixed)
     trial = study.ask(plan.space.distributions())
     params = plan.space.to_values(trial.params)
     model, train = spec.configs(params, epochs=plan.epochs)
@@ -130,34 +138,64 @@ class TrialSupply:
     up starts at once instead of waiting for the ask. The trial drawn ahead counts against the
     budget when drawn, and sees the results in by then, as a parallel worker's would."""
 
-    def __init__(
-        self, study: optuna.Study, plan: StagePlan, spec: SweepSpec, tracker: Tracker, left: int
-    ) -> None:
+    def __init__(self, study: optuna.Study, plan: StagePlan, spec: SweepSpec, tracker: Tracker,
+                 left: int, shape_per_pack: bool = False) -> None:  # fmt: skip
         self.study, self.plan, self.spec, self.tracker = study, plan, spec, tracker
         self.left = left  # budget not drawn yet
         self.spare: LiveTrial | None = None
+        # Parameters a pack's members share, drawn once per pack (Optuna's names)
+        self.shape = shape_names(plan, spec) if shape_per_pack else []
 
     @property
     def exhausted(self) -> bool:
         return self.spare is None and self.left <= 0
 
-    def take(self) -> LiveTrial | None:
-        """The next trial to start (the one drawn ahead, if any); None when the budget is out."""
+    def take(self, like: LiveTrial | None = None) -> LiveTrial | None:
+        """The next trial to start (the one drawn ahead, if any); None when the budget is out.
+        With `like` (a trial whose pack has a free seat), where the stage draws shapes per
+        pack: a trial of its shape, drawn now unless the one drawn ahead has it."""
+        if like is not None and self.shape and not self._same_shape(like):
+            if self.left <= 0 or self.study.get_trials(False, states=(TrialState.WAITING,)):
+                return None  # queued configurations come first, in their own shapes
+            self.left -= 1
+            fixed = {n: like.trial.params[n] for n in self.shape if n in like.trial.params}
+            return open_trial(self.study, self.plan, self.spec, self.tracker, fixed)
         if self.spare is None:
             self.draw()
-        live, self.spare = self.spare, None
-        return live
+        return self.take_spare()
 
-    def take_spare(self) -> LiveTrial | None:
+    def take_spare(self, like: LiveTrial | None = None) -> LiveTrial | None:
         """The trial drawn ahead, if there is one; never asks the sampler."""
         live, self.spare = self.spare, None
         return live
+
+    def hold(self, live: LiveTrial) -> None:
+        """`live` waits, drawn, for room (a free worker, or a seat in a pack of its shape)."""
+        assert self.spare is None, "one trial waits at a time"
+        self.spare = live
+
+    def _same_shape(self, like: LiveTrial) -> bool:
+        spare = self.spare
+        return spare is not None and all(
+            spare.trial.params.get(n) == like.trial.params.get(n) for n in self.shape
+        )
 
     def draw(self) -> None:
         """Draw the next trial ahead of need, if there is budget and none waits."""
         if self.spare is None and self.left > 0:
             self.left -= 1
             self.spare = open_trial(self.study, self.plan, self.spec, self.tracker)
+
+
+def shape_names(plan: StagePlan, spec: SweepSpec) -> list[str]:
+    """The stage's searched parameters (Optuna's names) that set a trial's shape, which the
+    members of a pack share: the model's, and the training settings a pack shares."""
+    model_fields = type(spec.model).model_fields
+    return [
+        plan.space.params[name].optuna_name(name)
+        for name in plan.space.params
+        if name in model_fields or name in SHARED
+    ]
 
 
 def absorb_finished(

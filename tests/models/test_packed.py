@@ -151,3 +151,27 @@ def test_run_to_completion_packs_and_gives_each_job_its_own_result(digits):
             alone[key].curve[-1].val_loss, abs=1e-5
         )
         assert set(packed[key].weights) == set(alone[key].weights)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_member_that_joins_later_follows_its_lone_curve(digits, optimizer):
+    # A searched stage refills a pack as its members are pruned: the newcomer starts from its
+    # own first epoch (weights, data order, lr schedule, Adam's step count) beside the others.
+    model = model_config(MLP)
+    trains = members(optimizer)
+    late = trains.pop(9)
+    packed = PackedTrainer(digits, model, trains, threads=1)
+    alone = {key: Trainer(digits, model, train, threads=1) for key, train in trains.items()}
+    packed.run_epoch()
+    for trainer in alone.values():
+        trainer.run_epoch()
+    packed.add(9, late)
+    alone[9] = Trainer(digits, model, late, threads=1)
+    tolerance = 1e-5 if optimizer == "sgd" else 2e-2
+    for _ in range(2):
+        got = packed.run_epoch()
+        for key, trainer in alone.items():
+            theirs = trainer.run_epoch()
+            assert got[key].epoch == theirs.epoch and got[key].lr == pytest.approx(theirs.lr)
+            assert got[key].val_loss == pytest.approx(theirs.val_loss, abs=tolerance)
+    assert packed.epochs == [3, 3, 2]

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, judge, record
+from caviar.sweeps.ops.retune import retune_stages
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.views.cli import app
 from tests.conftest import TWO_STAGES, spec_dict, write_spec
@@ -146,6 +147,15 @@ def test_retune_section_is_validated(tmp_path):
     assert result.exit_code == 2
     assert "retune.schedule: not a cron expression" in result.output
     yaml.safe_load(spec.read_text())  # the file itself stays readable
+
+
+def test_a_retune_packs_as_its_sweep_did(tmp_path):
+    stages = [{**stage, "shape_per_pack": True} for stage in TWO_STAGES]
+    changes = {"stages": stages, "parallel": {"trials": 2, "pack": 4}}
+    spec = load_spec(write_spec(tmp_path, spec_dict(**changes)))
+    warm, explore, fine = retune_stages(spec, epochs=4, warm=[{"lr": 0.01, "momentum": 0.9}])
+    assert not warm.shape_per_pack, "queued configurations keep their own shapes"
+    assert explore.shape_per_pack and fine.shape_per_pack
 
 
 def _age(client, days: float) -> None:

@@ -123,6 +123,11 @@ def _error(tmp_path, spec) -> str:
         ),
         ({"data": {"source": "imagenet"}}, "data", "mnist1d"),
         (
+            {"stages": [{"name": "s", "trials": 4, "shape_per_pack": True}]},
+            "stages[0].shape_per_pack",
+            "set parallel.pack to 2 or more",
+        ),
+        (
             {"objective": {"metric": "val_loss", "direction": "maximize"}},
             "objective",
             "should be minimize",
