@@ -2,9 +2,10 @@
 
 The data set is put in Ray's object store once; every actor receives the same object (NumPy
 arrays are read zero-copy from shared memory on each node). Workers never wait for the
-driver's decision: two epochs are asked for at a time, so when an epoch's metrics arrive the
-worker is already on the next, and the driver's "go on" costs nothing; its "stop" (a pruned
-or failed trial) stops those epochs between two mini-batches and drops them.
+driver's decision: a trial starts with two epochs asked for, and each "go on" asks for one
+more, so when an epoch's metrics arrive the worker is already on the next, and the decision
+costs nothing; a "stop" (a pruned or failed trial) stops that epoch between two mini-batches
+and drops it.
 
 Every Ray error is a trial's fate, never the driver's. A worker process that dies (killed, out
 of memory, node lost) or any other Ray failure restarts the trial on a fresh actor from its
@@ -90,7 +91,7 @@ class RayExecutor:
 
     def proceed(self, key: int) -> None:
         running = self._running[key]
-        if not running.ahead and running.more():  # else the worker is on it already
+        if len(running.ahead) < 2 and running.more():  # one under way, one queued behind it
             self._ask(running)
 
     def release(self, key: int) -> None:
@@ -103,8 +104,8 @@ class RayExecutor:
             for ref in running.ahead:
                 self._dropped[ref] = running.actor
                 del self._futures[ref]
-        running.actor.end.remote()
-        self._idle.append(running.actor)  # its next trial queues behind what it finishes
+        # Its next trial queues behind what it finishes, and replaces its trainer.
+        self._idle.append(running.actor)
 
     def _fail(self, key: int, reason: str) -> TrialCrashed:
         """End trial `key` and replace its worker, which may be broken or stuck."""
@@ -129,10 +130,9 @@ class RayExecutor:
         self._reap_dropped()
         if not self._futures:
             return []
-        timeout = min(timeout, self._watch.seconds_to_next_deadline())
-        ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=timeout)
-        if ready:
-            ready, _ = ray.wait(list(self._futures), num_returns=len(self._futures), timeout=0)
+        ready = ready_refs(
+            list(self._futures), min(timeout, self._watch.seconds_to_next_deadline())
+        )
         # A worker's death fails all its epochs at once; the first restarts the trial and the
         # others are no longer awaited.
         events = [self._collect(ref) for ref in ready if ref in self._futures]
@@ -231,9 +231,7 @@ class RayExecutor:
             return self._retry(key, exc)
         running.epochs += 1
         self._watch.epoch_ended(key, metrics.seconds)
-        if running.more() and not metrics.diverged:
-            self._ask(running)  # keep the worker two epochs ahead of the driver
-        return EpochDone(key, metrics)
+        return EpochDone(key, metrics)  # the worker is on the next epoch while the driver decides
 
     def _retry(self, key: int, error: Exception) -> Event:
         running, reason = self._running[key], _first_line(error)
@@ -268,6 +266,14 @@ def _task_result(pool: RayExecutor, task: Callable[..., Result], actor: Any, ref
         )
     pool.give_back(actor)
     return result
+
+
+def ready_refs(refs: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:
+    """All of `refs` that are done once the first is (waiting up to `timeout` seconds)."""
+    ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    return ready
 
 
 def _first_line(error: Exception) -> str:

@@ -4,10 +4,10 @@ one batched model (`caviar.models.packed`), and the driver still sees one trial 
 A trial joins a pack of its shape that has a free seat, or starts a new pack on a free
 worker; it joins between two epochs and from its own first epoch, so its curve is the one it
 would have alone. A pruned trial leaves between two epochs too; the others train on without
-waiting for any decision (two pack epochs are always asked for, as `executor` does for a
-lone trial). A member that diverges or trains its last epoch leaves at once, on the worker,
-which keeps a finished member's weights until it is released. A worker that dies restarts
-its pack's unfinished members on a new worker; an error in the pack fails its members.
+waiting for any decision (two pack epochs are always asked for: one under way, one queued).
+A member that diverges or trains its last epoch leaves at once, on the worker, which keeps a
+finished member's weights until it is released. A worker that dies restarts its pack's
+unfinished members on a new worker; an error in the pack fails its members.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from caviar.cluster.executor import RayExecutor, _first_line
+from caviar.cluster.executor import RayExecutor, _first_line, ready_refs
 from caviar.cluster.watchdog import EpochWatch
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
@@ -113,10 +113,9 @@ class PackedExecutor:
         self.workers.wait(0)  # renews the warm workers' lease; its own trials: none here
         if not self._futures:
             return []
-        timeout = min(timeout, self._watch.seconds_to_next_deadline())
-        ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=timeout)
-        if ready:
-            ready, _ = ray.wait(list(self._futures), num_returns=len(self._futures), timeout=0)
+        ready = ready_refs(
+            list(self._futures), min(timeout, self._watch.seconds_to_next_deadline())
+        )
         events = [e for ref in ready if ref in self._futures for e in self._collect(ref)]
         for late in self._watch.overdue():
             if (pack := self._packs.get(late.key)) is not None and pack.ahead:
