@@ -93,7 +93,8 @@ check: lint test
 bench-search: setup
 	$(BIN)/python -m bench search --out $(RUN_DIR)/bench-search
 
-# MLflow's share of sweep wall time, local SQLite store and tracking server (~6 min).
+# MLflow's share of sweep wall time for every shipped spec, local SQLite store and tracking
+# server (~12 min).
 bench-tracking: setup
 	$(BIN)/python -m bench tracking --out $(RUN_DIR)/bench-tracking
 
@@ -108,7 +109,8 @@ bench-peers: setup
 	$(BIN)/python -m bench peers --out $(RUN_DIR)/bench-peers
 
 # Epochs per second of K = 1, 4, 16, 64 trials one after another vs packed into one batched
-# model, on one CPU thread (mlp and cnn1d), and how far their curves differ (~4 min).
+# model, on one CPU thread (mlp and cnn1d), and how far their curves differ; then the peers'
+# sweep end to end with its trials alone and packed 4 and 8 per worker (~8 min).
 bench-packing: setup
 	$(BIN)/python -m bench packing --out $(RUN_DIR)/bench-packing
 

@@ -103,8 +103,26 @@ def stop(run_dir: Path, grace: float = 20.0) -> LocalCluster | None:
             os.killpg(cluster.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _forget_current_cluster(cluster)
     record.unlink(missing_ok=True)
     return cluster
+
+
+def _forget_current_cluster(cluster: LocalCluster) -> None:
+    """`ray start` records the cluster as the machine's current one, which a plain
+    `ray.init()` (a user's own Ray script) then tries to join; `ray stop` removes the record,
+    a stopped `ray start --block` does not. Removed here when it names this cluster."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # another Ray version: the record stays, as after `ray start`
+        return
+    current = Path(get_ray_address_file(None))
+    try:
+        named = current.read_text().strip()
+    except OSError:
+        return
+    if named.rsplit(":", 1)[-1] == cluster.address.rsplit(":", 1)[-1]:
+        current.unlink(missing_ok=True)
 
 
 def _wait_started(process: subprocess.Popen[bytes], log: Path, cluster: LocalCluster) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray._common.utils import get_ray_address_file
 
 from caviar.cluster.local import running
 from tests.conftest import spec_dict, write_spec
@@ -78,3 +79,7 @@ def test_sweeps_join_the_local_cluster_and_reuse_its_warm_workers(tmp_path):
     with socket.socket() as probe:
         assert probe.connect_ex((host, int(port))) != 0, "nothing listens any more"
     assert run(CAVIAR, "cluster", "status", "--run-dir", run_dir).returncode == 1
+    # A plain `ray.init()` elsewhere (a user's own Ray script) starts its own Ray instead of
+    # trying, for minutes, to join the stopped cluster.
+    current = Path(get_ray_address_file(None))
+    assert not current.exists() or not current.read_text().strip().endswith(f":{port}")
