@@ -27,7 +27,6 @@ from caviar.models.executor import (
     TrialJob,
     WorkerLost,
 )
-from caviar.models.packs import packable
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best, Incumbent, TrialEnd, Usage
@@ -276,10 +275,7 @@ class SweepDriver:
 def stage_packs(spec: SweepSpec, executor: TrialExecutor) -> PackedTrials | None:
     """Packs for a stage's trials where `parallel.pack` asks for them and the networks can
     pack (no dropout, neither set nor searched); None: each trial trains alone."""
-    size = spec.parallel.pack
-    if size < 2 or "dropout" in spec.space or packable(spec.model, [spec.train]) is not None:
-        return None
-    return executor.packed(size)
+    return executor.packed(spec.search_pack) if spec.search_pack > 1 else None
 
 
 def incumbent_score(finale: FinaleResult, seen: float | None) -> float | None:

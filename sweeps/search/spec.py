@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from caviar.models.config import ModelConfig, TrainConfig
+from caviar.models.packs import packable
 from caviar.sweeps.ops.cron import cron_trigger
 from caviar.sweeps.search.direction import Direction
 from caviar.sweeps.search.params import Param
@@ -251,6 +252,14 @@ class SweepSpec(Strict):
     @property
     def model_name(self) -> str:
         return self.registered_model or self.name
+
+    @property
+    def search_pack(self) -> int:
+        """Trials per worker in searched stages: `parallel.pack` where the networks can pack
+        (no dropout, neither set nor searched), else 1."""
+        if "dropout" in self.space or packable(self.model, [self.train]) is not None:
+            return 1
+        return self.parallel.pack
 
     def stage_epochs(self, stage: StageSpec) -> int:
         return stage.epochs or self.train.epochs

@@ -65,11 +65,14 @@ def check_stages(spec: SweepSpec) -> None:
         for j, values in enumerate(stage.enqueue):
             _check_queued(spec, f"stages[{i}].enqueue[{j}]", values)
         _check_pruner(f"stages[{i}].pruner", stage, spec.stage_epochs(stage))
-        if stage.shape_per_pack and spec.parallel.pack < 2:
-            raise ValueError(
-                f"stages[{i}].shape_per_pack: packs trials, but parallel.pack is "
-                f"{spec.parallel.pack}; set parallel.pack to 2 or more (trials per pack)"
+        if stage.shape_per_pack and spec.search_pack < 2:
+            why = (
+                f"parallel.pack is {spec.parallel.pack}; set parallel.pack to 2 or more "
+                "(trials per pack)"
+                if spec.parallel.pack < 2
+                else "the network has dropout, whose masks a pack would draw differently"
             )
+            raise ValueError(f"stages[{i}].shape_per_pack: packs trials, but {why}")
 
 
 def _check_queued(spec: SweepSpec, where: str, values: dict[str, Any]) -> None:

@@ -65,10 +65,13 @@ def validate(spec: SpecArg) -> None:
         span = str(param.choices) if scale == "choices" else f"[{param.low}, {param.high}]"  # type: ignore[union-attr]
         table.add_row(name, scale, span)
     console.print(table)
+    pack = loaded.search_pack
     for stage in loaded.stages:
+        packing = f", up to {pack} packed per worker" if pack > 1 else ""
+        packing += " (shapes drawn per pack)" if stage.shape_per_pack else ""
         console.print(
             f"stage {stage.name}: {stage.trials} trials, {stage.sampler.value} sampler, "
-            f"{stage.pruner.kind.value} pruner, {loaded.stage_epochs(stage)} epochs"
+            f"{stage.pruner.kind.value} pruner, {loaded.stage_epochs(stage)} epochs{packing}"
         )
     console.print(
         f"data: {loaded.data.source}, {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} "

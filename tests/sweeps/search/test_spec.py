@@ -128,6 +128,15 @@ def _error(tmp_path, spec) -> str:
             "set parallel.pack to 2 or more",
         ),
         (
+            {
+                "model": {"family": "cnn1d", "channels": 4, "blocks": 1, "dropout": 0.2},
+                "stages": [{"name": "s", "trials": 4, "shape_per_pack": True}],
+                "parallel": {"pack": 4},
+            },
+            "stages[0].shape_per_pack",
+            "dropout",
+        ),
+        (
             {"objective": {"metric": "val_loss", "direction": "maximize"}},
             "objective",
             "should be minimize",
