@@ -40,7 +40,7 @@ class _Pack:
     members: dict[int, TrialJob]  # trials in the pack, until released
     training: set[int]  # members the worker still trains (not finished, diverged or left)
     ahead: deque[ray.ObjectRef] = field(default_factory=deque)
-    attempt: int = 0
+    deaths: dict[int, int] = field(default_factory=dict)  # worker deaths each member lived
 
 
 class PackedExecutor:
@@ -100,8 +100,11 @@ class PackedExecutor:
         self.workers.give_back(pack.actor)
 
     def weights(self, key: int) -> Weights | None:
+        pack = self._of.get(key)  # gone: its pack failed in the same batch of events
+        if pack is None:
+            return None
         try:
-            weights = ray.get(self._of[key].actor.member_weights.remote(key))
+            weights = ray.get(pack.actor.member_weights.remote(key))
         except RayError:  # the worker died after the trial's last epoch
             return None
         return dict(weights) if weights is not None else None
@@ -178,8 +181,6 @@ class PackedExecutor:
             return self._fail(pack, f"{type(cause).__name__}: {cause}")
         except RayError as exc:  # the worker died: its members start again elsewhere
             return self._retry(pack, exc)
-        if metrics == {} and pack.training:  # cannot be: the worker lost them; never spin
-            return self._fail(pack, "the pack's worker no longer trains it")
         events: list[Event] = []
         for key, epoch in (metrics or {}).items():
             if key not in pack.members:  # released while the worker trained it ahead
@@ -203,13 +204,26 @@ class PackedExecutor:
         return [TrialCrashed(key, reason) for key in pack.members]
 
     def _retry(self, pack: _Pack, error: Exception) -> list[Event]:
+        """The pack's worker died: its unfinished members start again on a new worker, each
+        up to `max_retries` times (a member that joined later counts only what it lived)."""
         reason = _first_line(error)
-        if pack.attempt >= self.workers.max_retries:
-            return self._fail(pack, f"worker died {pack.attempt + 1} times: {reason}")
         self.workers.discard(pack.actor)
         self._forget_ahead(pack)
-        pack.attempt += 1
+        events: list[Event] = []
+        for key in sorted(pack.training):
+            pack.deaths[key] = died = pack.deaths.get(key, 0) + 1
+            if died <= self.workers.max_retries:
+                events.append(WorkerLost(key, died, reason))
+                continue
+            pack.training.discard(key)
+            del pack.members[key]
+            self._of.pop(key, None)
+            events.append(TrialCrashed(key, f"worker died {died} times: {reason}"))
+        if not pack.members:
+            del self._packs[pack.id]
+            self._watch.forget(pack.id)
+            return events
         pack.actor = self.workers.borrow()
         if pack.training:
             self._begin(pack)
-        return [WorkerLost(key, pack.attempt, reason) for key in sorted(pack.training)]
+        return events

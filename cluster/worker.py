@@ -47,6 +47,8 @@ class TrialWorker:
         self.trainer: Trainer | PackedTrainer | None = None
         self._key: int | None = None  # the trial being trained
         self._stop = threading.Event()
+        self._switch = threading.Lock()  # a `stop` never lands on the trial begun meanwhile
+        self._join_error: Exception | None = None  # a pack member that could not be added
         self._warmed: set[str] = set()  # tasks `warm` ran here
         self._leaves: deque[tuple[int, int]] = deque()  # (pack, trial) to remove at the next epoch
         self._final: dict[int, Weights] = {}  # weights of pack members that trained to the end
@@ -61,8 +63,7 @@ class TrialWorker:
         from caviar.models.train import Trainer  # torch loads here, in the worker, not the driver
 
         assert self.data is not None, "use() the data first"
-        self._key = key
-        self._stop.clear()
+        self._switch_to(key)
         self.trainer = Trainer(self.data, model, train, threads=self.threads)
         return self._epoch()
 
@@ -73,10 +74,10 @@ class TrialWorker:
         from caviar.models.packed import PackedTrainer
 
         assert self.data is not None, "use() the data first"
-        self._key = key
-        self._stop.clear()
+        self._switch_to(key)
         self._final.clear()
         self._leaves.clear()
+        self._join_error = None
         self.trainer = PackedTrainer(self.data, model, trains, threads=self.threads)
         return self._pack_epoch()
 
@@ -88,7 +89,10 @@ class TrialWorker:
     def join(self, key: int, train: TrainConfig) -> None:
         """Trial `key` joins the pack, after the epochs asked for before (calls run in order)."""
         assert self._pack is not None, "begin a pack first"
-        self._pack.add(key, train)
+        try:
+            self._pack.add(key, train)
+        except Exception as exc:  # the pack may be half changed: its next epoch fails it
+            self._join_error = exc
 
     @ray.method(concurrency_group="control")
     def leave(self, pack: int, key: int) -> None:
@@ -104,8 +108,9 @@ class TrialWorker:
     @ray.method(concurrency_group="control")
     def stop(self, key: int) -> None:
         """Stop trial `key`'s epoch in progress (or next); a later trial is not affected."""
-        if self._key == key:
-            self._stop.set()
+        with self._switch:
+            if self._key == key:
+                self._stop.set()
 
     def weights(self) -> Weights:
         from caviar.models.train import Trainer
@@ -144,6 +149,8 @@ class TrialWorker:
         trained its last epoch leaves at once (its final weights kept for `member_weights`)."""
         pack = self._pack
         assert pack is not None, "begin a pack first"
+        if self._join_error is not None:
+            raise self._join_error
         while self._leaves:
             left, key = self._leaves.popleft()
             if left == self._key and key in pack.keys:  # not a leave meant for an earlier pack
@@ -180,6 +187,11 @@ class TrialWorker:
     @ray.method(concurrency_group="control")
     def pid(self) -> int:
         return os.getpid()
+
+    def _switch_to(self, key: int) -> None:
+        with self._switch:
+            self._key = key
+            self._stop.clear()
 
     def _epoch(self) -> Any:
         from caviar.models.train import EpochAborted

@@ -146,7 +146,7 @@ class SweepDriver:
                                             shapes)  # fmt: skip
         while not supply.exhausted or self._live:
             self._fill(supply.take)
-            if len(self._live) == self._trials.slots:
+            if len(self._live) == self._trials.slots and not shapes:
                 supply.draw()  # the next trial, drawn while every worker trains
             for event in self._trials.wait(timeout=0.5):
                 self._handle(plan, event)
@@ -220,7 +220,7 @@ class SweepDriver:
             self._stillborn = 0
             return
         self._stillborn += 1
-        if self._stillborn >= 2 * self.executor.slots + 1:
+        if self._stillborn >= 2 * self._trials.slots + 1:
             raise CaviarError(
                 f"{self._stillborn} trials in a row lost their worker before one epoch; the "
                 f"cluster cannot run trials: {reason}"

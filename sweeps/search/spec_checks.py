@@ -73,6 +73,11 @@ def check_stages(spec: SweepSpec) -> None:
                 else "the network has dropout, whose masks a pack would draw differently"
             )
             raise ValueError(f"stages[{i}].shape_per_pack: packs trials, but {why}")
+        if stage.shape_per_pack and stage.sampler == "grid":
+            raise ValueError(
+                f"stages[{i}].shape_per_pack: a grid stage evaluates its points as they are; "
+                "drop shape_per_pack or use the random, qmc or tpe sampler"
+            )
 
 
 def _check_queued(spec: SweepSpec, where: str, values: dict[str, Any]) -> None:

@@ -155,11 +155,15 @@ class TrialSupply:
         With `like` (a trial whose pack has a free seat), where the stage draws shapes per
         pack: a trial of its shape, drawn now unless the one drawn ahead has it."""
         if like is not None and self.shape and not self._same_shape(like):
-            if self.left <= 0 or self.study.get_trials(False, states=(TrialState.WAITING,)):
-                return None  # queued configurations come first, in their own shapes
-            self.left -= 1
-            fixed = {n: like.trial.params[n] for n in self.shape if n in like.trial.params}
-            return open_trial(self.study, self.plan, self.spec, self.tracker, fixed)
+            if self.study.get_trials(False, states=(TrialState.WAITING,)):
+                if self.spare is not None:
+                    return None  # queued configurations come first, in their own shapes
+            elif self.left <= 0:
+                return None
+            else:
+                self.left -= 1
+                fixed = {n: like.trial.params[n] for n in self.shape if n in like.trial.params}
+                return open_trial(self.study, self.plan, self.spec, self.tracker, fixed)
         if self.spare is None:
             self.draw()
         return self.take_spare()

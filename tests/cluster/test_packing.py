@@ -153,3 +153,27 @@ def test_a_pack_whose_worker_dies_starts_its_trials_again_on_a_new_worker(data):
         executor.close()
     assert sorted(lost) == [1, 2], "both members of the pack start again"
     assert curves == {1: [1, 2, 3, 4, 5, 6], 2: [1, 2, 3, 4, 5, 6]}
+
+
+def test_a_trial_that_joins_as_the_others_finish_still_trains(data):
+    # Its join waits behind the two pack epochs asked for before it; in the second of them
+    # the pack has nobody left to train, and the newcomer must not be taken for lost.
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    packs = executor.packed(2)
+    first, newcomer = job(1, 2, 0.05), job(2, 2, 0.1)
+    seen: list[tuple[int, int]] = []
+    try:
+        packs.start(first)
+        deadline = time.monotonic() + 60
+        while (2, 2) not in seen:
+            for event in packs.wait(1.0):
+                assert isinstance(event, EpochDone), event
+                seen.append((event.key, event.metrics.epoch))
+                if seen == [(1, 1)]:
+                    packs.start(newcomer)
+                if event.metrics.epoch == 2:
+                    packs.release(event.key)
+            assert time.monotonic() < deadline
+    finally:
+        executor.close()
+    assert seen == [(1, 1), (1, 2), (2, 1), (2, 2)]

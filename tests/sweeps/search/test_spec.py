@@ -137,6 +137,14 @@ def _error(tmp_path, spec) -> str:
             "dropout",
         ),
         (
+            {
+                "stages": [{"name": "s", "trials": 4, "sampler": "grid", "shape_per_pack": True}],
+                "parallel": {"pack": 4},
+            },
+            "stages[0].shape_per_pack",
+            "grid stage",
+        ),
+        (
             {"objective": {"metric": "val_loss", "direction": "maximize"}},
             "objective",
             "should be minimize",
