@@ -95,8 +95,8 @@ class SweepDriver:
         self._stillborn = 0  # trials in a row whose worker died before their first epoch
         self.usage = Usage(executor.slots)
         self._supply: TrialSupply | None = None  # the running stage's next trials
-        self._packs: PackedTrials | None = None  # the running stage's packs, if it packs
-        self._trials: TrialExecutor = executor  # what trains the running stage's trials
+        self._packs = search_packs(spec, executor)  # each worker's pack, where trials pack
+        self._trials: TrialExecutor = self._packs or executor  # what trains searched trials
 
     def run(self) -> SweepResult:
         """Run every stage's remaining budget and publish the champion; on any exit, running
@@ -139,8 +139,6 @@ class SweepDriver:
         self.incumbent_value = incumbent if incumbent is not None else self.incumbent_value
         budget_left = plan.trials - sum(uses_budget(t) for t in finished)
         self.progress.stage_started(plan, plan.trials - max(budget_left, 0))
-        self._packs = stage_packs(self.spec, self.executor)
-        self._trials = self._packs or self.executor
         shapes = plan.spec.shape_per_pack and self._packs is not None
         self._supply = supply = TrialSupply(study, plan, self.spec, self.tracker, budget_left,
                                             shapes)  # fmt: skip
@@ -272,8 +270,8 @@ class SweepDriver:
         self._live.clear()
 
 
-def stage_packs(spec: SweepSpec, executor: TrialExecutor) -> PackedTrials | None:
-    """Packs for a stage's trials where `parallel.pack` asks for them and the networks can
+def search_packs(spec: SweepSpec, executor: TrialExecutor) -> PackedTrials | None:
+    """Packs for the searched trials where `parallel.pack` asks for them and the networks can
     pack (no dropout, neither set nor searched); None: each trial trains alone."""
     return executor.packed(spec.search_pack) if spec.search_pack > 1 else None
 
