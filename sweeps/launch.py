@@ -30,6 +30,7 @@ from caviar.sweeps.record.tracking import (
 )
 from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
+from caviar.sweeps.record.writer import preload as preload_mlflow
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
 from caviar.sweeps.search.lease import refuse_if_leased, sweep_lease
@@ -107,12 +108,14 @@ def execute_sweep(
     """Run (or continue) `spec`. `source` holds the files it came from, kept with the sweep's
     MLflow run; `incumbent` is the champion a re-tune must beat.
 
-    What can overlap does: the data is made in a thread while Ray starts and its workers load
-    torch; MLflow opens in its writer's thread. Nothing is written before the data is good."""
+    What can overlap does: the data is made and MLflow imported in threads while Ray starts
+    (waiting on its processes, it leaves the CPU idle) and its workers load torch; MLflow
+    opens in its writer's thread. Nothing is written before the data is good."""
     refuse_if_busy(where.run_dir, spec.name)
     refuse_if_leased(where.storage_url, spec.name)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data") as background:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as background:
         data_ready = background.submit(build_dataset, spec.data)
+        background.submit(preload_mlflow, where.tracking)  # a failure shows when it is used
         # A small or cached data set is ready at once: a bad file ends the command before
         # Ray starts. Larger ones go on loading while it does.
         if wait([data_ready], timeout=DATA_HEAD_START).done:

@@ -215,3 +215,15 @@ def test_a_refused_write_in_a_backlog_is_set_aside_alone(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("refusal").experiment_id])
     assert run.data.params == {"width": "32"}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 2]
+
+
+def test_preloading_mlflow_writes_nothing(tmp_path):
+    """A sweep imports MLflow while Ray starts, before its data is known to be good: no store
+    may appear then, for a local store or a server that is not even up."""
+    from caviar.sweeps.record.writer import preload
+
+    store = tmp_path / "mlflow.db"
+    preload(f"sqlite:///{store}")
+    preload("http://127.0.0.1:9")  # nothing listens there: no request may be made
+    assert not store.exists()
+    assert list(tmp_path.iterdir()) == []
