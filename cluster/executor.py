@@ -69,6 +69,7 @@ class RayExecutor:
         self._running: dict[int, _Running] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
+        self._warmed: set[Any] = set()  # workers that ran `warm` tasks
         # Workers start now, while the driver prepares: torch takes them seconds to import.
         self._idle: list[Any] = self._actors.take(slots)
         if data is not None:
@@ -157,19 +158,12 @@ class RayExecutor:
         return self.run_tasks(task, [args])[0]
 
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
-        results: list[Result] = []
-        for start in range(0, len(calls), self._slots):
-            chunk = calls[start : start + self._slots]
-            actors = [self.borrow() for _ in chunk]
-            refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
-            results += [
-                _task_result(self, task, *run) for run in zip(actors, refs, chunk, strict=True)
-            ]
-        return results
+        return _run_tasks(self, task, calls)
 
     def warm(self, task: Callable[[Dataset], None]) -> None:
         for actor in self._idle:
             self._dropped[actor.warm.remote(task)] = actor  # reaped like a dropped epoch
+            self._warmed.add(actor)
 
     def close(self) -> None:
         for key, running in self._running.items():
@@ -186,9 +180,12 @@ class RayExecutor:
         return PackedExecutor(self, size)
 
     def borrow(self) -> Any:
-        """An idle worker (a new one if none is idle), for a trial, a task or a pack."""
+        """An idle worker (a new one if none is idle), for a trial, a task or a pack; one
+        that `warm` readied first (the task at hand may be the one it readied for)."""
         if self._idle:
-            return self._idle.pop()
+            ready = [a for a in self._idle if a in self._warmed] or self._idle
+            self._idle.remove(actor := ready[-1])
+            return actor
         (actor,) = self._actors.take(1)
         if self._data_ref is not None:
             actor.use.remote(self._data_ref)
@@ -245,6 +242,18 @@ class RayExecutor:
         running.actor = self.borrow()
         self._begin(running)
         return WorkerLost(key, running.attempt, reason)
+
+
+def _run_tasks(pool: RayExecutor, task: Callable[..., Result],
+               calls: list[tuple[Any, ...]]) -> list[Result]:  # fmt: skip
+    """`RayExecutor.run_tasks`: `calls` in chunks of one per slot, each on a worker."""
+    results: list[Result] = []
+    for start in range(0, len(calls), pool.slots):
+        chunk = calls[start : start + pool.slots]
+        actors = [pool.borrow() for _ in chunk]
+        refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
+        results += [_task_result(pool, task, *run) for run in zip(actors, refs, chunk, strict=True)]
+    return results
 
 
 def _task_result(pool: RayExecutor, task: Callable[..., Result], actor: Any, ref: ray.ObjectRef,
