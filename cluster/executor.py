@@ -18,7 +18,7 @@ Where the actors come from (started now, or warm from the local cluster) is `act
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -191,8 +191,11 @@ class RayExecutor:
             actor.use.remote(self._data_ref)
         return actor
 
-    def give_back(self, actor: Any) -> None:
-        self._idle.append(actor)  # what it still runs finishes before its next call
+    def give_back(self, actor: Any, running: Iterable[ray.ObjectRef] = ()) -> None:
+        """`actor` is free; what it still `running` finishes before its next call (and is
+        reaped like a dropped epoch: a worker that died meanwhile leaves the pool)."""
+        self._dropped.update(dict.fromkeys(running, actor))
+        self._idle.append(actor)
 
     def discard(self, actor: Any) -> None:  # a worker that died or may be broken: replaced
         self._actors.discard(actor)

@@ -95,9 +95,10 @@ class PackedExecutor:
         self._watch.forget(pack.id)
         if pack.ahead:
             pack.actor.stop.remote(pack.id)
+        running = list(pack.ahead)
         self._forget_ahead(pack)
         pack.actor.end.remote()
-        self.workers.give_back(pack.actor)
+        self.workers.give_back(pack.actor, running)
 
     def weights(self, key: int) -> Weights | None:
         pack = self._of.get(key)  # gone: its pack failed in the same batch of events

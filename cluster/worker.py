@@ -97,8 +97,9 @@ class TrialWorker:
     @ray.method(concurrency_group="control")
     def leave(self, pack: int, key: int) -> None:
         """Trial `key` leaves the pack `pack` at its next epoch (its kept weights go too)."""
-        self._final.pop(key, None)
-        self._leaves.append((pack, key))
+        with self._switch:  # not between an epoch's check for it and keeping the weights
+            self._final.pop(key, None)
+            self._leaves.append((pack, key))
 
     @ray.method(concurrency_group="control")
     def member_weights(self, key: int) -> Weights | None:
@@ -160,8 +161,9 @@ class TrialWorker:
         metrics = self._epoch()
         for key, epoch in (metrics or {}).items():
             if epoch.diverged or epoch.epoch >= pack.configs[pack.keys.index(key)].epochs:
-                if not epoch.diverged:
-                    self._final[key] = pack.weights(key)
+                with self._switch:  # kept unless it left while the epoch trained
+                    if not epoch.diverged and (self._key, key) not in self._leaves:
+                        self._final[key] = pack.weights(key)
                 pack.remove(key)
         return metrics
 

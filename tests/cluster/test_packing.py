@@ -155,6 +155,30 @@ def test_a_pack_whose_worker_dies_starts_its_trials_again_on_a_new_worker(data):
     assert curves == {1: [1, 2, 3, 4, 5, 6], 2: [1, 2, 3, 4, 5, 6]}
 
 
+def test_a_worker_that_dies_after_its_pack_dissolved_is_not_handed_the_next_trial(data):
+    slow = TrialJob(5, MlpConfig(hidden_units=512, layers=3), TrainConfig(epochs=50, batch_size=8))
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    packs = executor.packed(2)
+    try:
+        packs.start(slow)
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, EpochDone) for e in packs.wait(1.0)):
+            assert time.monotonic() < deadline
+        pid = packs.worker_pid(slow.key)
+        os.kill(pid, signal.SIGKILL)  # during the epochs the pack asked for ahead
+        packs.release(slow.key)  # its last member, pruned before that death is seen
+        while executor._dropped:  # those epochs fail with the worker: it leaves the pool
+            packs.wait(0.2)
+            assert time.monotonic() < deadline
+        packs.start(job(6, 2, 0.05))
+        while (events := packs.wait(1.0)) == []:
+            assert time.monotonic() < deadline
+        assert isinstance(events[0], EpochDone), "a fresh worker trains it: no loss, no retry"
+        assert packs.worker_pid(6) != pid
+    finally:
+        executor.close()
+
+
 def test_a_trial_that_joins_as_the_others_finish_still_trains(data):
     # Its join waits behind the two pack epochs asked for before it; in the second of them
     # the pack has nobody left to train, and the newcomer must not be taken for lost.
