@@ -114,7 +114,7 @@ class RayExecutor:
         self._watch.forget(key)
         for ref in running.ahead:
             self._futures.pop(ref, None)
-        self._actors.discard(running.actor)
+        self.discard(running.actor)
         return TrialCrashed(key, reason)
 
     def weights(self, key: int) -> Weights | None:
@@ -152,7 +152,7 @@ class RayExecutor:
             except RayError:
                 if actor in self._idle:
                     self._idle.remove(actor)
-                self._actors.discard(actor)
+                self.discard(actor)
 
     def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
         return self.run_tasks(task, [args])[0]
@@ -198,6 +198,7 @@ class RayExecutor:
         self._idle.append(actor)
 
     def discard(self, actor: Any) -> None:  # a worker that died or may be broken: replaced
+        self._warmed.discard(actor)
         self._actors.discard(actor)
 
     def _begin(self, running: _Running) -> None:
@@ -238,7 +239,7 @@ class RayExecutor:
         if running.attempt >= self.max_retries:
             hint = "" if running.epochs else f" (never trained an epoch. {AUTH_HINT})"
             return self._fail(key, f"worker died {running.attempt + 1} times: {reason}{hint}")
-        self._actors.discard(running.actor)
+        self.discard(running.actor)
         for ref in running.ahead:  # the other epochs asked of the dead worker
             self._futures.pop(ref, None)
         running.attempt += 1

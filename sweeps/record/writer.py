@@ -32,12 +32,16 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def is_server(tracking_uri: str) -> bool:
+    """A tracking server (HTTP), as opposed to a store MLflow opens itself."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def preload(tracking_uri: str) -> None:
     """Import MLflow and the store module for `tracking_uri` (about 1.5 s of CPU), with no
     write: a sweep does it while Ray starts, which leaves the CPU idle, instead of after,
     when the workers import torch."""
-    remote = tracking_uri.startswith(("http://", "https://"))
-    store = "rest_store" if remote else "sqlalchemy_store"
+    store = "rest_store" if is_server(tracking_uri) else "sqlalchemy_store"
     importlib.import_module("mlflow")
     importlib.import_module(f"mlflow.store.tracking.{store}")
 
@@ -58,7 +62,8 @@ class MlflowWriter:
         background: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri
-        if tracking_uri.startswith(("http://", "https://")):
+        remote = is_server(tracking_uri)
+        if remote:
             # One short attempt per request: the journal, not a blocking retry loop, covers
             # an outage. Users may still set their own values.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -75,7 +80,6 @@ class MlflowWriter:
         self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
         # A tracking server takes requests for different runs at once; a local store one.
-        remote = tracking_uri.startswith(("http://", "https://"))
         self.applier = Applier(self.journal, operations, side_by_side=4 if remote else 1)
         self.retry_seconds = retry_seconds
         self.seconds = 0.0  # time callers spent waiting on this writer
