@@ -24,11 +24,14 @@ from tests.conftest import CAVIAR, MlflowServer, free_port, spec_dict, write_spe
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.chaos]
 
+# Enough trials that both workers are still busy when the status poll (a second or two
+# per look) sees the first one finish: the node is removed from under a running trial.
+TRIALS = 10
 SPEC = spec_dict(
     name="multinode",
     model={"hidden_units": 256, "layers": 3},
     train={"epochs": 12, "batch_size": 16},
-    stages=[{"name": "search", "trials": 6}],
+    stages=[{"name": "search", "trials": TRIALS}],
     parallel={"trials": 2, "cpus_per_trial": 1, "max_retries": 2},
 )
 
@@ -84,11 +87,13 @@ def test_sweep_on_a_cluster_survives_losing_a_node(tmp_path, postgres, cluster):
         while time.monotonic() < deadline:
             status = CliRunner().invoke(app, ["status", str(spec), "--json", *where])
             counts = json.loads(status.stdout)["trials"] if status.exit_code == 0 else {}
-            if counts.get("complete", 0) + counts.get("pruned", 0) >= 1 and counts.get("running"):
+            finished = counts.get("complete", 0) + counts.get("pruned", 0)
+            if finished >= 1 and counts.get("running"):
                 break
             time.sleep(1)
         else:
             pytest.fail("the sweep never got going")
+        assert finished <= TRIALS - 3, f"too late to lose a node under a running trial: {counts}"
         ray_cluster.remove_node(workers[0], allow_graceful=False)  # a machine goes away
         ray_cluster.add_node(num_cpus=1)  # and the autoscaler replaces it
         output, _ = driver.communicate(timeout=300)
@@ -105,7 +110,7 @@ def test_sweep_on_a_cluster_survives_losing_a_node(tmp_path, postgres, cluster):
         study = load_study(open_storage(storage_url), study_name("multinode", "search"))
         assert study is not None
         counted = [t for t in study.trials if t.user_attrs.get(FAIL_REASON) != INTERRUPTED]
-        assert len(counted) == 6 and all(t.state.is_finished() for t in study.trials)
+        assert len(counted) == TRIALS and all(t.state.is_finished() for t in study.trials)
 
         client = MlflowClient(server.url)
         experiment = client.get_experiment_by_name("multinode").experiment_id
