@@ -2,6 +2,7 @@
 instance, or on the local cluster `caviar cluster up` started there, whose workers may be
 warm). `python -m bench.peers.run_caviar OUT.json RUN_DIR SYSTEM [PACK]`."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -26,3 +27,4 @@ def main(out: Path, run_dir: Path, system: str, pack: int = 1) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:5]))
+    gc.freeze()  # as the `caviar` command does on its way out (`caviar.sweeps.views.cli.main`)

@@ -4,6 +4,8 @@ Every command takes `--run-dir` (default `runs/`), where the Optuna studies, the
 and the locks live. The commands, in the order `caviar --help` lists them:
 """
 
+import gc
+
 from caviar.sweeps.views import cli_cluster, cli_ops, cli_records, cli_sweep
 from caviar.sweeps.views.app import app
 
@@ -27,4 +29,11 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The `caviar` command. On its way out, every object is frozen out of the garbage
+    collector's reach (`gc.freeze`): the interpreter's last collection would otherwise walk
+    the objects of MLflow, Ray, Optuna and SQLAlchemy one by one to free memory the OS takes
+    back anyway (about 1 s of a sweep's exit on two cores). atexit handlers still run."""
+    try:
+        app()
+    finally:
+        gc.freeze()
