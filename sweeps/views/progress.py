@@ -26,6 +26,7 @@ class RichProgress:
             TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=self.console,
+            disable=self.console.quiet,  # nothing to draw: no refresh thread either
         )
         self._task: Any = None
         self._counts = {"running": 0, "complete": 0, "pruned": 0, "failed": 0}
