@@ -27,6 +27,7 @@ class RichProgress:
             TimeElapsedColumn(),
             console=self.console,
             disable=self.console.quiet,  # nothing to draw: no refresh thread either
+            refresh_per_second=4,  # rich's 10 a second take CPU from the workers on small machines
         )
         self._task: Any = None
         self._counts = {"running": 0, "complete": 0, "pruned": 0, "failed": 0}
