@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ def _sweeps(out: Path, packs: list[int], repeats: int) -> None:
 def _sweep(out: Path, pack: int, index: int) -> dict[str, Any]:
     label = f"sweep-pack{pack}-{index}"
     result = out / f"{label}.json"
+    shutil.rmtree(out / label, ignore_errors=True)  # a fresh sweep, not the last run's resumed
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     started = time.time()
     command = [sys.executable, "-m", "bench.peers.run_caviar", str(result), str(out / label),

@@ -156,10 +156,10 @@ class PackedTrainer:
         for end in stops:
             if stop is not None and stop():
                 raise EpochAborted
-            rows = orders[:, start:end]  # (members, batch)
-            logits = self._forward(self._x_train[rows], training=True)
-            losses = F.cross_entropy(logits.flatten(0, 1), self._y_train[rows].flatten(),
-                                     reduction="none").view(self.size, -1).mean(dim=1)  # fmt: skip
+            rows = orders[:, start:end].flatten()  # each member's batch, one after another
+            x = self._x_train.index_select(0, rows).view(self.size, end - start, -1)
+            labels = self._y_train.index_select(0, rows).view(self.size, -1)
+            losses = _member_losses(self._forward(x, training=True), labels).mean(dim=1)
             self.optimizer.zero_grad()
             losses.sum().backward()  # members do not share a parameter: grads stay apart
             self.optimizer.step()
@@ -171,9 +171,9 @@ class PackedTrainer:
         with torch.no_grad():
             logits = self._forward(self._x_val, training=False)
             labels = self._y_val.expand(self.size, -1)
-            losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+            losses = _member_losses(logits, labels).mean(dim=1)
             accuracy = (logits.argmax(dim=2) == labels).float().mean(dim=1)
-        return losses.view(self.size, -1).mean(dim=1).cpu(), accuracy.cpu()
+        return losses.cpu(), accuracy.cpu()
 
     def _forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         """Logits (members, batch, classes) of `x`: (members, batch, features) in training,
@@ -190,3 +190,12 @@ class PackedTrainer:
             torch.tensor(x, dtype=torch.float32, device=self.device),
             torch.tensor(y, dtype=torch.int64, device=self.device),
         )
+
+
+def _member_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's cross-entropy per sample: logits (members, batch, classes), labels
+    (members, batch). The classes go in dimension 1 (`cross_entropy`'s (N, C, d) form), not
+    last: PyTorch's CPU log-softmax over a short last dimension is slow (2,048 x 10 logits,
+    one thread: 360 us forward and backward against 90 us), and its losses and gradients
+    came out the same to the bit."""
+    return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
