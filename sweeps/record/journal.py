@@ -6,8 +6,10 @@ first lines have been applied (replaced atomically). Each append is written and 
 `SYNC_SECONDS` (a power cut loses at most that much; the counter too, which only replays
 operations that were applied already: replays are harmless);
 `<spool>/files/` keeps copies of folders waiting to be uploaded; `<spool>/target.json` names
-the tracking server and experiment they are meant for. When everything is applied the journal
-is removed, so a spool with no `ops.jsonl` has nothing waiting. Operations the server rejected
+the tracking server and experiment they are meant for (written once per journal: it stays
+while a writer that keeps up removes and starts its journal again, epoch after epoch). When
+everything is applied the journal is removed, so a spool with no `ops.jsonl` has nothing
+waiting. Operations the server rejected
 (4xx) are moved to `<spool>/dead-letter.jsonl` with the reason: kept for a person, never
 blocking the writes after them.
 
@@ -43,12 +45,14 @@ class Journal:
         self._target = spool_dir / "target.json"
         self._synced = 0.0  # when the journal was last fsynced
         self._counted = 0.0  # when the applied counter was last written
+        self._targeted = False  # target.json written by this journal
 
     def append(self, op: Op) -> None:
-        if not self._target.exists():
+        if not self._targeted:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             target = {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
             _replace(self._target, json.dumps(target))
+            self._targeted = True
         self._synced = _append_line(self._ops, json.dumps(op), self._synced)
 
     def keep_files(self, folder: Path) -> Path:
@@ -87,7 +91,7 @@ class Journal:
                 _replace(self._applied, str(count))
                 self._counted = time.monotonic()
             return
-        for path in (self._ops, self._applied, self._target):
+        for path in (self._ops, self._applied):  # the target stays: see the module's doc
             path.unlink(missing_ok=True)
 
     def dead_letter(self, op: Op, reason: str) -> None:

@@ -84,3 +84,29 @@ def test_sync_sends_every_spool_to_its_own_experiment_and_lists_refusals(tmp_pat
     everything = CliRunner().invoke(app, ["sync", "--run-dir", str(run_dir), "--tracking-uri", uri])
     assert everything.exit_code == 0 and "other: sent 1 writes" in everything.output
     assert client.get_experiment_by_name("experiment-of-other") is not None
+
+
+def test_a_writer_that_keeps_up_names_its_target_once_and_leaves_nothing_waiting(tmp_path):
+    """Caught up after every epoch, the journal starts again at the next write; its target
+    file is not rewritten (and fsynced) each time, and a spool with no journal still reads as
+    having nothing waiting. A later writer with another target names its own."""
+    from caviar.sweeps.record.journal import spooled_target, waiting
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool = tmp_path / "spool" / "tiny"
+    writer = MlflowWriter(uri, "tiny", spool)
+    writer.create_run("k", "k", {})
+    target = (spool / "target.json").stat()
+    for step in range(5):
+        writer.log_batch("k", metrics=[("loss", 1.0 / (step + 1), 0, step)])
+        assert writer.pending == 0 and waiting(spool) == 0 and spooled_target(spool) is None
+    again = (spool / "target.json").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (target.st_ino, target.st_mtime_ns)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    (spool / "ops.jsonl").write_text("")  # a write waits, as when a server is down
+    MlflowWriter(other, "elsewhere", spool).journal.append({"op": "experiment_tags", "key": "",
+                                                            "tags": {}})  # fmt: skip
+    assert spooled_target(spool) == {"tracking_uri": other, "experiment": "elsewhere"}
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")][-1] == 0.2
