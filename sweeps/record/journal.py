@@ -9,9 +9,8 @@ operations that were applied already: replays are harmless);
 the tracking server and experiment they are meant for (written once per journal: it stays
 while a writer that keeps up removes and starts its journal again, epoch after epoch). When
 everything is applied the journal is removed, so a spool with no `ops.jsonl` has nothing
-waiting. Operations the server rejected
-(4xx) are moved to `<spool>/dead-letter.jsonl` with the reason: kept for a person, never
-blocking the writes after them.
+waiting. Operations the server rejected (4xx) are moved to `<spool>/dead-letter.jsonl` with
+the reason: kept for a person, never blocking the writes after them.
 
 A crash can leave a torn last line (the append was cut short: that operation never counted as
 written) or an unreadable counter (then everything is replayed: replays are harmless).
