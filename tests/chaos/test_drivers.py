@@ -122,10 +122,12 @@ def test_a_driver_killed_five_times_finishes_exactly_its_budget(tmp_path, warm_c
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     assert len(client.search_model_versions("name = 'chaos'")) == 1, "registered once"
     print(f"five kills and a final run: {spent:.1f} s; uninterrupted: {uninterrupted:.1f} s")
-    # Nothing is trained twice beyond the trials cut short: six runs cost a fraction more
-    # than one (1.2-1.5x measured), where starting over each time would cost about six.
-    # The bound leaves room for a slow, shared machine; the figure is printed above.
-    assert spent <= 2 * uninterrupted
+    # Nothing is trained twice beyond the trials cut short: starting over each time would
+    # cost about six uninterrupted runs. Each of the six runs also pays its own start (joining
+    # the cluster, imports: 1-2 s), a large share of a sweep this short (8.7 s once its exit
+    # no longer waits on the final garbage collection): 1.2-1.5x measured before that, 2.1-2.25x
+    # since. The bound leaves room for a slow, shared machine; the figure is printed.
+    assert spent <= 3 * uninterrupted
 
 
 def test_a_driver_killed_outright_leaves_no_ray_process_behind(tmp_path):

@@ -41,8 +41,8 @@ def test_a_worker_killed_three_times_mid_trial_costs_nothing_but_time(tmp_path):
     try:
         for kill in range(3):
             driver.until(lambda k=kill: epochs_done(run_dir) >= 6 * (k + 1))
-            victim = trial_workers(driver.pid)[0]
-            os.kill(victim, signal.SIGKILL)
+            driver.until(lambda: trial_workers(driver.pid, training=True))
+            os.kill(trial_workers(driver.pid, training=True)[0], signal.SIGKILL)
         assert driver.wait(timeout=300) == 0, driver.output()
     finally:
         driver.kill()
