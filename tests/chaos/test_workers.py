@@ -57,7 +57,8 @@ def both_trials_past_their_first_epochs(run_dir):
         trials = study(run_dir, "chaos", "search").trials
     except (KeyError, FileNotFoundError, ValueError):
         return False
-    running = [t for t in trials if t.state is TrialState.RUNNING]
+    # RUNNING also counts the next trial, drawn while both workers train (no epoch yet).
+    running = [t for t in trials if t.state is TrialState.RUNNING and t.intermediate_values]
     return len(running) == 2 and all(2 <= len(t.intermediate_values) <= 8 for t in running)
 
 
