@@ -16,11 +16,13 @@ from rich.console import Console
 
 from caviar.cluster import local as local_cluster
 from caviar.cluster.executor import RayExecutor
+from caviar.cluster.hosted import Hosted
 from caviar.cluster.pool import ray_workers
 from caviar.cluster.runtime import TrialResources
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
+from caviar.sweeps.record.hosted import HostedOperations, MlflowHost
 from caviar.sweeps.record.provenance import flat_params, provenance
 from caviar.sweeps.record.tracking import (
     Tracker,
@@ -110,22 +112,30 @@ def execute_sweep(
 
     What can overlap does: the data is made and MLflow imported in threads while Ray starts
     (waiting on its processes, it leaves the CPU idle) and its workers load torch; MLflow
-    opens in its writer's thread. Nothing is written before the data is good."""
+    opens in its writer's thread (on the local cluster, MLflow stays loaded in a process of
+    the cluster instead: `record.hosted`). Nothing is written before the data is good."""
     refuse_if_busy(where.run_dir, spec.name)
     refuse_if_leased(where.storage_url, spec.name)
+    local = joined_cluster(ray_address, where.run_dir, console)
+    # On the local cluster, the run directory's own MLflow store is written by a process of
+    # the cluster that keeps MLflow loaded. A tracking server may want the user's
+    # credentials, which the cluster's processes need not have: those writes stay here.
+    hosted_mlflow = local is not None and not where.tracking_uri
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as background:
         data_ready = background.submit(build_dataset, spec.data)
-        background.submit(preload_mlflow, where.tracking)  # a failure shows when it is used
+        if not hosted_mlflow:
+            background.submit(preload_mlflow, where.tracking)  # a failure shows when used
         # A small or cached data set is ready at once: a bad file ends the command before
         # Ray starts. Larger ones go on loading while it does.
         if wait([data_ready], timeout=DATA_HEAD_START).done:
             data_ready.result()
-        with workers(spec, ray_address, console, where.run_dir) as executor:
+        with workers(spec, ray_address, console, local) as executor:
+            host = Hosted("mlflow", MlflowHost, concurrency=4) if hosted_mlflow else None
             data = data_ready.result()  # a DataError ends it here, with nothing written
             executor.load(data)
             where.run_dir.mkdir(parents=True, exist_ok=True)
             with sweep_lock(where.run_dir, spec.name), sweep_lease(where.storage_url, spec.name):
-                return _drive(spec, where, source, incumbent, data, executor, console)
+                return _drive(spec, where, source, incumbent, data, executor, console, host)
 
 
 def _drive(
@@ -136,12 +146,13 @@ def _drive(
     data: Dataset,
     executor: TrialExecutor,
     console: Console,
+    host: Hosted | None = None,
 ) -> SweepOutcome:
     """The sweep itself, under its lock: studies, record, the driver loop, the champion."""
     start = time.perf_counter()
     storage = open_storage(where.storage_url)
     check_unchanged(storage, spec)  # before anything is written
-    tracker = open_record(spec, where, source)
+    tracker = open_record(spec, where, source, host)
     _introduce(spec, data, where, console)
     with RichProgress(spec.objective.metric, console) as progress:
         folder = where.run_dir / "checkpoints" / spec.name
@@ -152,27 +163,35 @@ def _drive(
     return SweepOutcome(result, seconds, tracker.seconds, where, spec.model_name)
 
 
+def joined_cluster(
+    ray_address: str | None, run_dir: Path, console: Console
+) -> local_cluster.LocalCluster | None:
+    """The local cluster `caviar cluster up` started for `run_dir`, when it is up and no
+    other Ray is named: it is the one to join."""
+    if ray_address is not None or os.environ.get("RAY_ADDRESS"):
+        return None
+    local = local_cluster.find(run_dir)
+    if local is not None:
+        console.print(f"joining the local Ray cluster at {local.address}", highlight=False)
+    return local
+
+
 @contextmanager
 def workers(
     spec: SweepSpec,
     ray_address: str | None,
     console: Console,
-    run_dir: Path,
+    local: local_cluster.LocalCluster | None,
     wanted: int | None = None,
 ) -> Iterator[RayExecutor]:
     """The spec's trial workers on Ray, `wanted` (default `parallel.trials`) at once where the
     cluster holds them; `load` them with the data. Ray is joined at `ray_address`, else on the
-    local cluster `caviar cluster up` started for `run_dir` (its workers warm), else embedded."""
+    `local` cluster (`joined_cluster`; its workers warm), else embedded."""
     wanted = wanted or spec.parallel.trials
 
     def fewer(slots: int) -> None:
         console.print(f"[yellow]the Ray cluster fits {slots} trial(s) at once, not {wanted}[/]")
 
-    local = None
-    if ray_address is None and not os.environ.get("RAY_ADDRESS"):
-        local = local_cluster.find(run_dir)
-        if local is not None:
-            console.print(f"joining the local Ray cluster at {local.address}", highlight=False)
     parallel = spec.parallel
     resources = TrialResources(parallel.cpus_per_trial, parallel.gpus_per_trial)
     retries, timeout = parallel.max_retries, parallel.epoch_timeout
@@ -180,12 +199,19 @@ def workers(
         yield pool
 
 
-def open_record(spec: SweepSpec, where: Locations, source: dict[str, str]) -> Tracker:
-    """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files."""
+def open_record(
+    spec: SweepSpec, where: Locations, source: dict[str, str], host: Hosted | None = None
+) -> Tracker:
+    """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files.
+    With `host` (an `MlflowHost` the local cluster keeps), MLflow is not loaded here."""
     experiment = spec.experiment_name
     artifacts = None if where.tracking_uri else local_artifacts(where.run_dir, experiment)
     spool = spool_dir(where.run_dir, spec.name)
-    writer = MlflowWriter(where.tracking, experiment, spool, artifacts, background=True)
+    target = (where.tracking, experiment, artifacts)
+    operations = None if host is None else lambda: HostedOperations(host, host.restart, target)
+    writer = MlflowWriter(
+        where.tracking, experiment, spool, artifacts, background=True, operations=operations
+    )
     tracker = Tracker(writer, spec.name)
     resolved = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.start_sweep(

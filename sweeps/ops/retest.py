@@ -23,7 +23,7 @@ from rich.console import Console
 
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, run_to_completion
-from caviar.sweeps.launch import workers
+from caviar.sweeps.launch import joined_cluster, workers
 from caviar.sweeps.record.champion import Champion, find_champion
 from caviar.sweeps.record.tracking import ROLE, spool_dir
 from caviar.sweeps.record.writer import MlflowWriter
@@ -203,7 +203,8 @@ def retest(
             f"{len(retest_seeds(spec, champion))} seed(s) on the current data"
         )
         wanted = min(spec.parallel.trials, spec.retune.seeds)
-        with workers(spec, ray_address, console, run_dir, wanted) as executor:
+        local = joined_cluster(ray_address, run_dir, console)
+        with workers(spec, ray_address, console, local, wanted) as executor:
             executor.load(data)
             verdict = judge(spec, champion, executor)
         record(verdict, spec, tracking_uri, spool_dir(run_dir, spec.name))

@@ -128,9 +128,7 @@ class Applier:
         return self.pending
 
     def _refuse(self, op: Op, exc: Exception) -> None:
-        text = " ".join(str(exc).split())  # one line, with the server's own answer
-        status = getattr(exc, "get_http_status_code", None)
-        reason = f"HTTP {status()} {text}" if callable(status) else f"{type(exc).__name__}: {text}"
+        reason = refusal(exc)
         self.journal.dead_letter(op, reason)
         with self.lock:
             self.refused.append(f"MLflow refused {op['op']} ({reason})")
@@ -144,3 +142,12 @@ class Applier:
             if not self.ops:  # all caught up: the journal starts afresh
                 self._applied = 0
             self.lock.notify_all()
+
+
+def refusal(exc: Exception) -> str:
+    """Why the server refused a write, on one line, in its own words."""
+    if isinstance(getattr(exc, "reason", None), str):  # told by another process already
+        return exc.reason  # type: ignore[attr-defined]
+    text = " ".join(str(exc).split())
+    status = getattr(exc, "get_http_status_code", None)
+    return f"HTTP {status()} {text}" if callable(status) else f"{type(exc).__name__}: {text}"

@@ -18,8 +18,9 @@ import importlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caviar.sweeps.record.applier import Applier, Unreachable
 from caviar.sweeps.record.journal import Journal, Op
@@ -37,6 +38,13 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
+def quiet_http() -> None:
+    """One short attempt per request to a tracking server: the journal, not a blocking retry
+    loop, covers an outage. Users may still set their own values."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def preload(tracking_uri: str) -> None:
     """Import MLflow and the store module for `tracking_uri` (about 1.5 s of CPU), with no
     write: a sweep does it while Ray starts, which leaves the CPU idle, instead of after,
@@ -50,7 +58,9 @@ class MlflowWriter:
     """Applies one experiment's MLflow operations in order, from a journal on disk.
 
     With `background=True` a thread applies them while the caller goes on; otherwise each call
-    applies what it can before returning (used by `caviar sync` and one-off records)."""
+    applies what it can before returning (used by `caviar sync` and one-off records).
+    `operations` makes what applies them (default: MLflow loaded in this process; see
+    `hosted` for another process that keeps it loaded)."""
 
     def __init__(
         self,
@@ -60,16 +70,14 @@ class MlflowWriter:
         artifact_location: str | None = None,
         retry_seconds: float = 10.0,
         background: bool = False,
+        operations: Callable[[], Any] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         remote = is_server(tracking_uri)
         if remote:
-            # One short attempt per request: the journal, not a blocking retry loop, covers
-            # an outage. Users may still set their own values.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            quiet_http()
 
-        def operations() -> MlflowOperations:  # made by whichever thread applies first
+        def loaded_here() -> MlflowOperations:  # made by whichever thread applies first
             from mlflow import MlflowClient
 
             from caviar.sweeps.record.operations import MlflowOperations
@@ -80,7 +88,9 @@ class MlflowWriter:
         self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
         # A tracking server takes requests for different runs at once; a local store one.
-        self.applier = Applier(self.journal, operations, side_by_side=4 if remote else 1)
+        self.applier = Applier(
+            self.journal, operations or loaded_here, side_by_side=4 if remote else 1
+        )
         self.retry_seconds = retry_seconds
         self.seconds = 0.0  # time callers spent waiting on this writer
         self._lock = self.applier.lock

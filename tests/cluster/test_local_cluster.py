@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from ray._common.utils import get_ray_address_file
 
 from caviar.cluster.local import running
@@ -18,12 +19,14 @@ from tests.conftest import spec_dict, write_spec
 
 CAVIAR = Path(sys.executable).parent / "caviar"
 
-# Lists the warm workers (name -> process id) of the cluster, as a separate driver.
-LIST_WORKERS = """
-import json, sys, ray
+# Lists the cluster's named actors whose names start with argv[2] (name -> process id), as a
+# separate driver.
+LIST_ACTORS = """
+import json, os, sys, ray
 ray.init(address=sys.argv[1], namespace="caviar", logging_level="ERROR")
-names = [n for n in ray.util.list_named_actors() if n.startswith("caviar-worker-")]
-print(json.dumps({n: ray.get(ray.get_actor(n).pid.remote()) for n in names}))
+names = [n for n in ray.util.list_named_actors() if n.startswith(sys.argv[2])]
+pid = lambda name: ray.get(ray.get_actor(name).__ray_call__.remote(lambda _: os.getpid()))
+print(json.dumps({n: pid(n) for n in names}))
 """
 
 
@@ -33,11 +36,24 @@ def run(*args: object, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
-def warm_workers(record: dict[str, str]) -> dict[str, int]:
+def named_actors(record: dict[str, str], prefix: str) -> dict[str, int]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": record["token_path"]}
-    done = run(sys.executable, "-c", LIST_WORKERS, record["address"], env=env)
+    done = run(sys.executable, "-c", LIST_ACTORS, record["address"], prefix, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def warm_workers(record: dict[str, str]) -> dict[str, int]:
+    return named_actors(record, "caviar-worker-")
+
+
+def recorded_trials(run_dir: Path, experiment: str) -> list[int]:
+    """Epochs of validation accuracy each trial run of `experiment` has in the run's MLflow."""
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment}"
+    runs = client.search_runs([found.experiment_id], "tags.`caviar.role` = 'trial'")
+    return [len(client.get_metric_history(r.info.run_id, "val_accuracy")) for r in runs]
 
 
 def alive(pid: int) -> bool:
@@ -62,19 +78,30 @@ def test_sweeps_join_the_local_cluster_and_reuse_its_warm_workers(tmp_path):
         assert f"joining the local Ray cluster at {record['address']}" in first.stdout
         workers = warm_workers(record)
         assert len(workers) == 2, workers
+        mlflow_hosts = named_actors(record, "caviar-hosted-mlflow-")
+        assert len(mlflow_hosts) == 1, mlflow_hosts
 
         second = run(CAVIAR, "sweep", write_spec(tmp_path, spec_dict(name="warm-b"), "b.yaml"),
                      "--run-dir", run_dir)  # fmt: skip
         assert second.returncode == 0, second.stdout + second.stderr
         assert warm_workers(record) == workers, "the second sweep trained on the same processes"
+        assert named_actors(record, "caviar-hosted-mlflow-") == mlflow_hosts, (
+            "the second sweep's MLflow writes went to the process that has MLflow loaded"
+        )
+        for sweep in ("warm-a", "warm-b"):
+            epochs = recorded_trials(run_dir, sweep)
+            assert len(epochs) == 8 and all(1 <= n <= 4 for n in epochs), (sweep, epochs)
     finally:
         stopped = run(CAVIAR, "cluster", "down", "--run-dir", run_dir)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not alive(record["pid"])
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(alive(pid) for pid in workers.values()):
+    stopped_with_it = [*workers.values(), *mlflow_hosts.values()]
+    while time.monotonic() < deadline and any(alive(pid) for pid in stopped_with_it):
         time.sleep(0.2)
-    assert not any(alive(pid) for pid in workers.values()), "its workers stop with it"
+    assert not any(alive(pid) for pid in stopped_with_it), (
+        "its workers and MLflow host stop with it"
+    )
     host, port = record["address"].split(":")
     with socket.socket() as probe:
         assert probe.connect_ex((host, int(port))) != 0, "nothing listens any more"

@@ -1,0 +1,132 @@
+"""MLflow writes applied by another process that keeps MLflow loaded between sweeps.
+
+A sweep on the local cluster does not import MLflow (1.5 s of CPU, taken from the trials
+while they start): its writer's operations go to an `MlflowHost` that the cluster keeps
+warm (`caviar.cluster.hosted`). The journal, the order and the outage handling stay the
+writer's (`writer`, `applier`); only the application of each operation moves. The host
+classifies a failure where MLflow is loaded and answers with the kind and the reason.
+
+`call(method, *args)` reaches the host; it raises `ConnectionError` when the host is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caviar.sweeps.record.journal import Op
+
+if TYPE_CHECKING:
+    from caviar.sweeps.record.operations import MlflowOperations
+
+Call = Callable[..., Any]
+Target = tuple[str, str, str | None]  # tracking URI, experiment, artifact location
+
+
+class HostUnreachable(Exception):
+    """The host could not reach the tracking server."""
+
+
+class HostRefused(Exception):
+    """The tracking server refused the operation; `reason` says why, as the server put it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MlflowHost:
+    """Lives in the host process: MLflow operations for the writers of several sweeps."""
+
+    def __init__(self) -> None:
+        from caviar.sweeps.record import writer  # MLflow's quiet settings, set on import
+
+        writer.quiet_http()
+        from caviar.sweeps.record import operations  # MLflow is loaded here, once
+
+        self._operations = operations
+        self._lock = threading.Lock()
+        self._writers: dict[str, MlflowOperations] = {}
+        self._stores: dict[str, tuple[int, int]] = {}  # SQLite file -> (device, inode) opened
+
+    def open(self, target: Target) -> bool:
+        """Whether this process can write to `target`. False when its SQLite file was
+        removed or replaced since this process opened it (MLflow keeps the old one open:
+        writes would go nowhere); then a fresh host is needed."""
+        path = _sqlite_file(target[0])
+        if path is None or path not in self._stores:
+            return True
+        return _identity(path) == self._stores[path]
+
+    def apply(self, writer: str, target: Target, op: Op) -> tuple[str, str] | None:
+        """Apply `op` for `writer`; None when done, else ("unreachable" | "refused", why)."""
+        from caviar.sweeps.record.applier import refusal
+
+        operations = self._for(writer, target)
+        try:
+            operations.apply(op)
+        except Exception as exc:
+            if operations.unreachable(exc):
+                return "unreachable", " ".join(str(exc).split())
+            if operations.rejected(exc):
+                return "refused", refusal(exc)
+            raise
+        path = _sqlite_file(target[0])
+        if path is not None and path not in self._stores and os.path.exists(path):
+            self._stores[path] = _identity(path)
+        return None
+
+    def _for(self, writer: str, target: Target) -> MlflowOperations:
+        with self._lock:
+            if writer not in self._writers:
+                client = self._operations.MlflowClient(tracking_uri=target[0])
+                self._writers[writer] = self._operations.MlflowOperations(
+                    client, target[1], target[2]
+                )
+            return self._writers[writer]
+
+
+class HostedOperations:
+    """`MlflowOperations` as the applier uses them, applied by an `MlflowHost`."""
+
+    def __init__(self, call: Call, restart: Callable[[], None], target: Target) -> None:
+        self._call = call
+        self._target = target
+        self._writer = uuid.uuid4().hex
+        if not call("open", target):
+            restart()  # the store was replaced under the host: a new process opens the new one
+
+    def apply(self, op: Op) -> None:
+        sent = dict(op)
+        op.pop("fresh", None)  # as `MlflowOperations` does: a retry looks for the run first
+        answer = self._call("apply", self._writer, self._target, sent)
+        if answer is None:
+            return
+        kind, reason = answer
+        raise HostUnreachable(reason) if kind == "unreachable" else HostRefused(reason)
+
+    @staticmethod
+    def unreachable(exc: Exception) -> bool:
+        return isinstance(exc, HostUnreachable | ConnectionError)
+
+    @staticmethod
+    def rejected(exc: Exception) -> bool:
+        return isinstance(exc, HostRefused)
+
+
+def _sqlite_file(tracking_uri: str) -> str | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+
+
+def _identity(path: str) -> tuple[int, int]:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0)
+    return found.st_dev, found.st_ino
