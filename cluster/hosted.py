@@ -3,19 +3,23 @@
 What is slow to start and needed by every sweep (MLflow, say: 1.5 s of imports) is built once,
 by a named, detached actor of the local cluster (`caviar cluster up`), and called by the
 sweeps that join it. The actor reserves no CPUs. Its name carries the fingerprint of the code
-it was built from (`actors.fingerprint`), so a changed checkout gets one of its own.
+it was built from (`actors.fingerprint`), so a changed checkout gets one of its own; the old
+one is stopped once nobody has called it for `STALE_AFTER` seconds (a sweep using it calls it
+every few seconds).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import ray
 
 from caviar.cluster.actors import fingerprint
 
 HOSTED_PREFIX = "caviar-hosted-"
+STALE_AFTER = 60.0  # seconds without a call after which another checkout's host is stopped
 
 
 class _Host:
@@ -23,9 +27,15 @@ class _Host:
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._object = build()
+        self._called = time.monotonic()
 
     def call(self, method: str, *args: Any) -> Any:
+        self._called = time.monotonic()
         return getattr(self._object, method)(*args)
+
+    def idle(self) -> float:
+        """Seconds since the last call."""
+        return time.monotonic() - self._called
 
 
 class Hosted:
@@ -40,6 +50,7 @@ class Hosted:
         self._concurrency = concurrency
         self._actor: Any = None
         self._start()
+        self._stop_stale(f"{HOSTED_PREFIX}{kind}-")
 
     def __call__(self, method: str, *args: Any) -> Any:
         actor = self._actor if self._actor is not None else self._start()
@@ -60,3 +71,16 @@ class Hosted:
                        max_concurrency=self._concurrency, max_restarts=0)  # fmt: skip
         self._actor = ray.remote(_Host).options(**options).remote(self._build)
         return self._actor
+
+    def _stop_stale(self, prefix: str) -> None:
+        """Stop the hosts of this kind built from other code that nobody calls any more."""
+        for name in ray.util.list_named_actors():
+            if not name.startswith(prefix) or name == self.name:
+                continue
+            try:
+                actor = ray.get_actor(name)
+                idle = cast(float, ray.get(actor.idle.remote(), timeout=5))
+                if idle >= STALE_AFTER:
+                    ray.kill(actor, no_restart=True)
+            except (ValueError, ray.exceptions.RayError):
+                pass  # gone already, or busy
