@@ -11,6 +11,7 @@ classifies a failure where MLflow is loaded and answers with the kind and the re
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -47,6 +48,9 @@ class MlflowHost:
 
         writer.quiet_http()
         from caviar.sweeps.record import operations  # MLflow is loaded here, once
+
+        for name in ("mlflow", "alembic"):  # Ray shows the host's log in the sweep's terminal
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self._operations = operations
         self._lock = threading.Lock()
