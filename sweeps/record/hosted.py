@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from caviar.sweeps.record.applier import refusal
 from caviar.sweeps.record.journal import Op
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ class MlflowHost:
 
     def apply(self, writer: str, target: Target, op: Op) -> tuple[str, str] | None:
         """Apply `op` for `writer`; None when done, else ("unreachable" | "refused", why)."""
-        from caviar.sweeps.record.applier import refusal
-
         operations = self._for(writer, target)
         try:
             operations.apply(op)
