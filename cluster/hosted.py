@@ -4,12 +4,12 @@ What is slow to start and needed by every sweep (MLflow, say: 1.5 s of imports) 
 by a named, detached actor of the local cluster (`caviar cluster up`), and called by the
 sweeps that join it. The actor reserves no CPUs. Its name carries the fingerprint of the code
 it was built from (`actors.fingerprint`), so a changed checkout gets one of its own; the old
-one is stopped once nobody has called it for `STALE_AFTER` seconds (a sweep using it calls it
-every few seconds).
+one is stopped once it has had no call, and none running, for `STALE_AFTER` seconds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -19,7 +19,7 @@ import ray
 from caviar.cluster.actors import fingerprint
 
 HOSTED_PREFIX = "caviar-hosted-"
-STALE_AFTER = 60.0  # seconds without a call after which another checkout's host is stopped
+STALE_AFTER = 600.0  # seconds without a call after which another checkout's host is stopped
 
 
 class _Host:
@@ -27,15 +27,30 @@ class _Host:
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._object = build()
+        self._lock = threading.Lock()
+        self._running = 0  # calls under way (the actor runs several at once, in threads)
         self._called = time.monotonic()
 
     def call(self, method: str, *args: Any) -> Any:
-        self._called = time.monotonic()
-        return getattr(self._object, method)(*args)
+        self._count(+1)
+        try:
+            return getattr(self._object, method)(*args)
+        finally:
+            self._count(-1)
+
+    def touch(self) -> None:
+        """A new user attached: not idle."""
+        self._count(0)
 
     def idle(self) -> float:
-        """Seconds since the last call."""
-        return time.monotonic() - self._called
+        """Seconds since the last call ended (0 while one runs)."""
+        with self._lock:
+            return 0.0 if self._running else time.monotonic() - self._called
+
+    def _count(self, change: int) -> None:
+        with self._lock:
+            self._running += change
+            self._called = time.monotonic()
 
 
 class Hosted:
@@ -62,14 +77,25 @@ class Hosted:
 
     def restart(self) -> None:
         """Stop the actor (whoever uses it); the next call starts a fresh one."""
-        if self._actor is not None:
-            ray.kill(self._actor, no_restart=True)
-            self._actor = None
+        try:
+            actor = self._actor if self._actor is not None else ray.get_actor(self.name)
+            ray.kill(actor, no_restart=True)
+        except ValueError:
+            return  # none is up
+        self._actor = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # `ray.kill` only asks; the name frees once it is gone
+            try:
+                ray.get_actor(self.name)
+            except ValueError:
+                return
+            time.sleep(0.05)
 
     def _start(self) -> Any:
         options = dict(name=self.name, lifetime="detached", get_if_exists=True, num_cpus=0,
                        max_concurrency=self._concurrency, max_restarts=0)  # fmt: skip
         self._actor = ray.remote(_Host).options(**options).remote(self._build)
+        self._actor.touch.remote()  # one found up may have been idle: it is in use again
         return self._actor
 
     def _stop_stale(self, prefix: str) -> None:

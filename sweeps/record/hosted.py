@@ -98,12 +98,16 @@ class HostedOperations:
 
     def __init__(self, call: Call, restart: Callable[[], None], target: Target) -> None:
         self._call = call
+        self._restart = restart
         self._target = target
         self._writer = uuid.uuid4().hex
-        if not call("open", target):
-            restart()  # the store was replaced under the host: a new process opens the new one
+        self._opened = False
 
     def apply(self, op: Op) -> None:
+        if not self._opened:  # here, a host that is gone counts as an outage like any other
+            if not self._call("open", self._target):
+                self._restart()  # the store was replaced under it: a new process opens the new one
+            self._opened = True
         sent = dict(op)
         op.pop("fresh", None)  # as `MlflowOperations` does: a retry looks for the run first
         answer = self._call("apply", self._writer, self._target, sent)

@@ -55,8 +55,9 @@ class Journal:
         self._synced = _append_line(self._ops, json.dumps(op), self._synced)
 
     def keep_files(self, folder: Path) -> Path:
-        """A copy of `folder` that lives until its upload is applied."""
-        copy = self.spool_dir / "files" / uuid.uuid4().hex
+        """A copy of `folder` that lives until its upload is applied (its absolute path: the
+        process that uploads it may work in another directory)."""
+        copy = self.spool_dir.resolve() / "files" / uuid.uuid4().hex
         shutil.copytree(folder, copy)
         return copy
 

@@ -22,6 +22,9 @@ class Counter:
         self.count += 1
         return self.count, os.getpid()
 
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 def names(prefix: str) -> list[str]:
     return [n for n in ray.util.list_named_actors() if n.startswith(prefix)]
@@ -47,7 +50,7 @@ def test_a_hosted_object_is_built_once_and_found_by_name(ray_instance):
 
 def test_another_checkouts_idle_host_is_stopped_and_a_busy_one_kept(ray_instance, monkeypatch):
     def old_host(name: str) -> object:
-        options = dict(name=name, lifetime="detached", num_cpus=0)
+        options = dict(name=name, lifetime="detached", num_cpus=0, max_concurrency=2)
         actor = ray.remote(hosted._Host).options(**options).remote(Counter)
         ray.get(actor.call.remote("bump"))
         return actor
@@ -55,13 +58,15 @@ def test_another_checkouts_idle_host_is_stopped_and_a_busy_one_kept(ray_instance
     idle, busy = f"{HOSTED_PREFIX}tally-old1", f"{HOSTED_PREFIX}tally-old2"
     old_host(idle)
     busy_actor = old_host(busy)
+    monkeypatch.setattr(hosted, "STALE_AFTER", 2.0)
+    time.sleep(2.5)  # both past it since their last call
+    running = busy_actor.call.remote("wait", 20.0)  # a long call under way: in use
     time.sleep(0.5)
-    monkeypatch.setattr(hosted, "STALE_AFTER", 0.4)
-    ray.get(busy_actor.call.remote("bump"))  # just called: in use
     current = Hosted("tally", Counter)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and idle in names(HOSTED_PREFIX):
         time.sleep(0.1)
     assert sorted(names(f"{HOSTED_PREFIX}tally-")) == sorted([busy, current.name])
     ray.kill(busy_actor, no_restart=True)
+    del running
     current.restart()

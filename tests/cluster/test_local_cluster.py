@@ -30,10 +30,24 @@ print(json.dumps({n: pid(n) for n in names}))
 """
 
 
-def run(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: object, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env
+        [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
     )
+
+
+def sweep_on(
+    tmp_path: Path, run_dir: Path, name: str, cwd: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`caviar sweep` of a tiny spec called `name`, and the modules its process imported."""
+    spec = write_spec(tmp_path, spec_dict(name=name), f"{name}.yaml")
+    done = run(sys.executable, "-X", "importtime", CAVIAR, "sweep", spec, "--run-dir", run_dir,
+               cwd=cwd)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return done, {line.split("|")[-1].strip() for line in lines}
 
 
 def named_actors(record: dict[str, str], prefix: str) -> dict[str, int]:
@@ -47,13 +61,34 @@ def warm_workers(record: dict[str, str]) -> dict[str, int]:
     return named_actors(record, "caviar-worker-")
 
 
-def recorded_trials(run_dir: Path, experiment: str) -> list[int]:
-    """Epochs of validation accuracy each trial run of `experiment` has in the run's MLflow."""
+def assert_recorded(run_dir: Path, experiment: str) -> None:
+    """Every trial of the tiny spec in the run's MLflow with its epochs, and the sweep's run
+    with its files."""
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
-    runs = client.search_runs([found.experiment_id], "tags.`caviar.role` = 'trial'")
-    return [len(client.get_metric_history(r.info.run_id, "val_accuracy")) for r in runs]
+    trials = client.search_runs([found.experiment_id], "tags.`caviar.role` = 'trial'")
+    epochs = [len(client.get_metric_history(r.info.run_id, "val_accuracy")) for r in trials]
+    assert len(epochs) == 8 and all(1 <= n <= 4 for n in epochs), (experiment, epochs)
+    (sweep,) = client.search_runs([found.experiment_id], "tags.`caviar.role` = 'sweep'")
+    files = {f.path for f in client.list_artifacts(sweep.info.run_id)}
+    assert "spec.yaml" in files, (experiment, files)
+
+
+def assert_stopped(record: dict[str, str], pids: list[int]) -> None:
+    """The cluster, its workers and hosts are gone, and nothing points at it any more."""
+    assert not alive(record["pid"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids), "its workers and MLflow host stop with it"
+    host, port = record["address"].split(":")
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0, "nothing listens any more"
+    # A plain `ray.init()` elsewhere (a user's own Ray script) starts its own Ray instead of
+    # trying, for minutes, to join the stopped cluster.
+    current = Path(get_ray_address_file(None))
+    assert not current.exists() or not current.read_text().strip().endswith(f":{port}")
 
 
 def alive(pid: int) -> bool:
@@ -72,41 +107,25 @@ def test_sweeps_join_the_local_cluster_and_reuse_its_warm_workers(tmp_path):
         again = run(CAVIAR, "cluster", "up", "--run-dir", run_dir)
         assert again.returncode == 0 and "already up" in again.stdout
 
-        first = run(CAVIAR, "sweep", write_spec(tmp_path, spec_dict(name="warm-a"), "a.yaml"),
-                    "--run-dir", run_dir)  # fmt: skip
-        assert first.returncode == 0, first.stdout + first.stderr
+        # Run from the project's folder, naming the run directory relative to it: the
+        # cluster's processes work in the folder the cluster was started from.
+        first, imported = sweep_on(tmp_path, Path("runs"), "warm-a", cwd=tmp_path)
         assert f"joining the local Ray cluster at {record['address']}" in first.stdout
+        assert not [m for m in imported if m.split(".")[0] == "mlflow"], "MLflow loaded here"
         workers = warm_workers(record)
         assert len(workers) == 2, workers
         mlflow_hosts = named_actors(record, "caviar-hosted-mlflow-")
         assert len(mlflow_hosts) == 1, mlflow_hosts
 
-        second = run(CAVIAR, "sweep", write_spec(tmp_path, spec_dict(name="warm-b"), "b.yaml"),
-                     "--run-dir", run_dir)  # fmt: skip
-        assert second.returncode == 0, second.stdout + second.stderr
+        sweep_on(tmp_path, Path("runs"), "warm-b", cwd=tmp_path)
         assert warm_workers(record) == workers, "the second sweep trained on the same processes"
         assert named_actors(record, "caviar-hosted-mlflow-") == mlflow_hosts, (
             "the second sweep's MLflow writes went to the process that has MLflow loaded"
         )
-        for sweep in ("warm-a", "warm-b"):
-            epochs = recorded_trials(run_dir, sweep)
-            assert len(epochs) == 8 and all(1 <= n <= 4 for n in epochs), (sweep, epochs)
+        assert_recorded(run_dir, "warm-a")
+        assert_recorded(run_dir, "warm-b")
     finally:
         stopped = run(CAVIAR, "cluster", "down", "--run-dir", run_dir)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not alive(record["pid"])
-    deadline = time.monotonic() + 20
-    stopped_with_it = [*workers.values(), *mlflow_hosts.values()]
-    while time.monotonic() < deadline and any(alive(pid) for pid in stopped_with_it):
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in stopped_with_it), (
-        "its workers and MLflow host stop with it"
-    )
-    host, port = record["address"].split(":")
-    with socket.socket() as probe:
-        assert probe.connect_ex((host, int(port))) != 0, "nothing listens any more"
+    assert_stopped(record, [*workers.values(), *mlflow_hosts.values()])
     assert run(CAVIAR, "cluster", "status", "--run-dir", run_dir).returncode == 1
-    # A plain `ray.init()` elsewhere (a user's own Ray script) starts its own Ray instead of
-    # trying, for minutes, to join the stopped cluster.
-    current = Path(get_ray_address_file(None))
-    assert not current.exists() or not current.read_text().strip().endswith(f":{port}")

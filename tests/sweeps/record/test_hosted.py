@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mlflow import MlflowClient
 
 from caviar.sweeps.record.hosted import HostedOperations, MlflowHost
@@ -64,9 +65,17 @@ def test_a_host_whose_store_file_was_replaced_asks_for_a_fresh_process(tmp_path)
     for path in tmp_path.glob("mlflow.db*"):
         path.unlink()  # a user clears the store while the cluster stays up
     assert not host.open(target)
-    restarts: list[bool] = []
-    HostedOperations(reach(host), lambda: restarts.append(True), target)
-    assert restarts == [True]
+
+    def restart() -> None:
+        raise Restarted
+
+    operations = HostedOperations(reach(host), restart, target)
+    with pytest.raises(Restarted):  # before its first write goes to the old file
+        operations.apply({**create, "key": "k2", "name": "k2"})
+
+
+class Restarted(Exception):
+    """The host was asked to start afresh."""
 
 
 def test_writes_wait_in_the_journal_while_the_host_cannot_reach_the_server(tmp_path):
