@@ -16,7 +16,6 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caviar.sweeps.record.applier import refusal
@@ -126,9 +125,11 @@ class HostedOperations:
 
 
 def _sqlite_file(tracking_uri: str) -> str | None:
+    """The SQLite file of `tracking_uri`, as written: the sweep names it by its absolute path
+    (resolving it here would use the host's working directory, not the sweep's)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    return tracking_uri.removeprefix("sqlite:///")
 
 
 def _identity(path: str) -> tuple[int, int]:
