@@ -34,6 +34,14 @@ def assert_one_run_per_trial(run_dir, trials):
     assert len({r.info.run_name for r in trial_runs}) == len(trial_runs)
 
 
+def training_worker(driver: Command) -> int:
+    """A worker of the command seen mid-call, as soon as there is one. The one seen is the one
+    returned: asking again could find none (between two trials a worker runs no call)."""
+    found: list[int] = []
+    driver.until(lambda: bool(found.extend(trial_workers(driver.pid, training=True)) or found))
+    return found[0]
+
+
 def test_a_worker_killed_three_times_mid_trial_costs_nothing_but_time(tmp_path):
     spec = write_spec(tmp_path, SLOW)
     run_dir = tmp_path / "runs"
@@ -41,8 +49,7 @@ def test_a_worker_killed_three_times_mid_trial_costs_nothing_but_time(tmp_path):
     try:
         for kill in range(3):
             driver.until(lambda k=kill: epochs_done(run_dir) >= 6 * (k + 1))
-            driver.until(lambda: trial_workers(driver.pid, training=True))
-            os.kill(trial_workers(driver.pid, training=True)[0], signal.SIGKILL)
+            os.kill(training_worker(driver), signal.SIGKILL)
         assert driver.wait(timeout=300) == 0, driver.output()
     finally:
         driver.kill()
