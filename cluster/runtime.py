@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from caviar.cluster.local import LocalCluster
+from caviar.cluster.node_wait import prompt_node_wait
 from caviar.cluster.reaper import start_reaper, stop_reaper
 from caviar.models.errors import CaviarError
 
@@ -78,13 +79,14 @@ def _init(address: str | None, namespace: str | None) -> None:
     with `sys.exit`; the one the process had (the CLI's: stop like Ctrl-C) is put back."""
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(
-            address=address,
-            namespace=namespace,
-            include_dashboard=False if address == "local" else None,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-        )
+        with prompt_node_wait():  # a node started here is noticed as soon as it is up
+            ray.init(
+                address=address,
+                namespace=namespace,
+                include_dashboard=False if address == "local" else None,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address == "local":
             raise CaviarError(f"cannot start a local Ray instance: {exc}") from None

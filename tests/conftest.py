@@ -105,7 +105,10 @@ class RecordingProgress:
 def ray_instance():
     """The session's one local Ray instance; sweeps run in-process reuse it."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    from caviar.cluster.node_wait import prompt_node_wait
+
+    with prompt_node_wait():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
