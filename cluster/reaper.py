@@ -113,6 +113,24 @@ def kill_all(processes: dict[int, str], signum: int = signal.SIGKILL) -> None:
                 os.kill(pid, signum)
 
 
+def kill_children_running(script: str) -> list[int]:
+    """SIGKILL this process's children whose command line runs a file whose path ends with
+    `script`; the pids killed."""
+    me, killed = os.getpid(), []
+    for pid, (parent, _) in _processes().items():
+        if parent != me:
+            continue
+        try:
+            arguments = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(argument.endswith(script.encode()) for argument in arguments):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
 def watch(driver: int, only_ray: bool) -> None:
     """Until stdin closes: note `driver`'s descendants. Then kill those still alive."""
     known: dict[int, str] = {}

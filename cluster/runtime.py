@@ -15,10 +15,16 @@ import ray
 
 from caviar.cluster.local import LocalCluster
 from caviar.cluster.node_wait import prompt_node_wait
-from caviar.cluster.reaper import start_reaper, stop_reaper
+from caviar.cluster.reaper import kill_children_running, start_reaper, stop_reaper
 from caviar.models.errors import CaviarError
 
 WARM_NAMESPACE = "caviar"  # the local cluster's named, warm workers live here
+
+# The autoscaler's process of an instance Ray starts here. `ray.shutdown` stops it with
+# SIGTERM and waits out the second it grants before SIGKILL: it never exits in that second.
+# An embedded instance has nothing for an autoscaler to do, so it is killed first:
+# `ray.shutdown` then takes 0.35 s instead of 1.4 s (2 cores).
+AUTOSCALER_MONITOR = "ray/autoscaler/_private/monitor.py"
 
 AUTH_HINT = (
     "A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
@@ -69,6 +75,8 @@ def ray_session(address: str | None = None, local: LocalCluster | None = None) -
         try:
             yield
         finally:
+            if address == "local":
+                kill_children_running(AUTOSCALER_MONITOR)
             ray.shutdown()
     finally:
         stop_reaper(reaper)
