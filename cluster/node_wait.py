@@ -15,13 +15,17 @@ Ray version has it; with another, or on any error, Ray's own wait runs as it is.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 POLL_SECONDS = 0.02
-GIVE_UP_SECONDS = 30.0  # then Ray's own wait (and its own timeout) decides
+# Registration took 0.9-4 s here; past this, Ray's own wait (30 s, then an error) takes over,
+# so a node that never registers fails after 35 s, not 30.
+GIVE_UP_SECONDS = 5.0
+_SWAP = threading.RLock()
 
 
 @contextmanager
@@ -33,20 +37,21 @@ def prompt_node_wait() -> Iterator[None]:
     except ImportError:
         yield
         return
-    ray_get_node = getattr(services, "get_node", None)
-    if ray_get_node is None:
-        yield
-        return
+    with _SWAP:  # what is found is put back, in order, whichever threads use this
+        ray_get_node = getattr(services, "get_node", None)
+        if ray_get_node is None:
+            yield
+            return
 
-    def get_node(gcs_address: str, node_id: str) -> Any:
-        wait_until_registered(GcsClient, gcs_address, node_id)
-        return ray_get_node(gcs_address, node_id)
+        def get_node(gcs_address: str, node_id: str) -> Any:
+            wait_until_registered(GcsClient, gcs_address, node_id)
+            return ray_get_node(gcs_address, node_id)
 
-    services.get_node = get_node
-    try:
-        yield
-    finally:
-        services.get_node = ray_get_node
+        services.get_node = get_node
+        try:
+            yield
+        finally:
+            services.get_node = ray_get_node
 
 
 def wait_until_registered(

@@ -1,6 +1,8 @@
 """The prompter wait for a new node's raylet: it finds a registered node, gives up on an unknown
 one (Ray's own wait then decides), and leaves Ray as it found it."""
 
+import threading
+
 from caviar.cluster.node_wait import prompt_node_wait, wait_until_registered
 
 
@@ -26,10 +28,27 @@ def test_a_client_that_fails_hands_over_to_ray():
     assert not wait_until_registered(Broken, "127.0.0.1:1", "ab" * 28)
 
 
-def test_ray_is_left_as_it_was():
+def test_ray_is_left_as_it_was_also_after_nested_and_concurrent_uses():
     from ray._private import services
 
     ray_get_node = services.get_node
     with prompt_node_wait():
         assert services.get_node is not ray_get_node
+        with prompt_node_wait():
+            pass
+    assert services.get_node is ray_get_node
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        with prompt_node_wait():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    inside.wait(10)
+    threading.Timer(0.1, leave.set).start()
+    with prompt_node_wait():
+        thread.join(10)  # the other thread's use ends before this one does
     assert services.get_node is ray_get_node
