@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 
 POLL_SECONDS = 0.02
-# Registration took 0.9-4 s here; past this, Ray's own wait (30 s, then an error) takes over,
-# so a node that never registers fails after 35 s, not 30.
+# Registration took 0.9-1.7 s here (longer on a loaded machine); past this, Ray's own wait
+# (30 s, then an error) takes over, so a node that never registers fails after 35 s, not 30.
 GIVE_UP_SECONDS = 5.0
 _SWAP = threading.RLock()
 

@@ -116,7 +116,7 @@ def kill_all(processes: dict[int, str], signum: int = signal.SIGKILL) -> None:
 def kill_children_running(script: str) -> list[int]:
     """SIGKILL this process's children whose command line runs a file whose path ends with
     `script`; the pids killed."""
-    me, killed = os.getpid(), []
+    me, ending, killed = os.getpid(), script.encode(), []
     for pid, (parent, _) in _processes().items():
         if parent != me:
             continue
@@ -124,7 +124,7 @@ def kill_children_running(script: str) -> list[int]:
             arguments = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(argument.endswith(script.encode()) for argument in arguments):
+        if any(argument.endswith(ending) for argument in arguments):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -10,8 +10,8 @@ from caviar.cluster.reaper import PROC, kill_children_running
 
 @pytest.mark.skipif(not (PROC / "self").exists(), reason="reads /proc (Linux)")
 def test_only_the_children_running_the_named_file_are_killed(tmp_path):
+    (tmp_path / "pkg").mkdir()
     for name in ("monitor.py", "other.py"):
-        (tmp_path / "pkg").mkdir(exist_ok=True)
         (tmp_path / "pkg" / name).write_text("import time\ntime.sleep(60)\n")
     target = subprocess.Popen([sys.executable, str(tmp_path / "pkg" / "monitor.py")])
     bystander = subprocess.Popen([sys.executable, str(tmp_path / "pkg" / "other.py")])
