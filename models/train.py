@@ -20,7 +20,7 @@ from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
 from caviar.models.families import build_network
 from caviar.models.metrics import EpochMetrics
-from caviar.models.optim import build_optimizer, lr_factor
+from caviar.models.optim import TrialOptimizer, lr_factor
 
 
 class EpochAborted(Exception):
@@ -61,7 +61,7 @@ class Trainer:
         self.device = choose_device(train.device)
         torch.manual_seed(train.seed)
         self.network = build_network(data.n_features, data.n_classes, model).to(self.device)
-        self.optimizer = build_optimizer(self.network.parameters(), train)
+        self.optimizer = TrialOptimizer(self.network.parameters(), train)
         self._batch_order = torch.Generator().manual_seed(train.seed)
         self._x_train, self._y_train = self._tensors(data.x_train, data.y_train)
         self._x_val, self._y_val = self._tensors(data.x_val, data.y_val)
@@ -76,8 +76,7 @@ class Trainer:
         asked between mini-batches; when it says so, `EpochAborted` is raised."""
         start = time.perf_counter()
         lr = self.config.lr * lr_factor(self.config.lr_schedule, self.config.lr_decay, self.epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
         train_loss = self._train_one_pass(stop)
         val_loss, val_accuracy = self.evaluate(self._x_val, self._y_val)
         self.epoch += 1
@@ -121,7 +120,7 @@ class Trainer:
                 raise EpochAborted
             rows = order[start:end]
             loss = F.cross_entropy(self.network(self._x_train[rows]), self._y_train[rows])
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             total += loss.detach() * len(rows)
