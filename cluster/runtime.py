@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import ray
 
+from caviar.cluster.embedded_start import quick_embedded_start
 from caviar.cluster.local import LocalCluster
-from caviar.cluster.node_wait import prompt_node_wait
 from caviar.cluster.reaper import kill_children_running, start_reaper, stop_reaper
 from caviar.models.errors import CaviarError
 
@@ -87,7 +87,7 @@ def _init(address: str | None, namespace: str | None) -> None:
     with `sys.exit`; the one the process had (the CLI's: stop like Ctrl-C) is put back."""
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        with prompt_node_wait():  # a node started here is noticed as soon as it is up
+        with quick_embedded_start():  # see there: two waits inside ray.init cut short
             ray.init(
                 address=address,
                 namespace=namespace,

@@ -105,9 +105,9 @@ class RecordingProgress:
 def ray_instance():
     """The session's one local Ray instance; sweeps run in-process reuse it."""
     ray = pytest.importorskip("ray")
-    from caviar.cluster.node_wait import prompt_node_wait
+    from caviar.cluster.embedded_start import quick_embedded_start
 
-    with prompt_node_wait():
+    with quick_embedded_start():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
