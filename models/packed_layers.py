@@ -74,8 +74,10 @@ def _batch_norm(name: str, module: nn.BatchNorm1d, params: dict[str, torch.Tenso
                        module.eps)  # fmt: skip
     if training:
         buffers[f"{name}.num_batches_tracked"].add_(1)
-    if members_first:
-        return out.view(h.shape[1], h.shape[0], -1).transpose(0, 1)
+    if members_first:  # copied back to members first: the activation and the next layer's
+        # batched product (forward and backward) then read contiguous memory. 16 members of
+        # width 32, one thread: an epoch 3-12% faster (five interleaved pairs of 12 epochs).
+        return out.view(h.shape[1], h.shape[0], -1).transpose(0, 1).contiguous()
     return out
 
 
