@@ -3,13 +3,15 @@
 `ray.init` starts the node's processes in order, waiting on two of them:
 
 - Its API server, which it polls (every 0.1 s) until the server has published its address,
-  even with the dashboard off: then the server loads nothing but Ray's usage-stats reporter,
-  and its address is not used (the web address comes back empty). The raylet is started only
-  after this, 0.8-0.9 s later on a 2-core machine. While `quick_embedded_start` is open, a
-  start without the dashboard starts no API server: Ray's step that starts it answers "no
-  address, no process", which Ray's node takes as a server it need not stop. Every other
-  process, the dashboard agent included, starts as before (the agent's event reporter
-  finds no dashboard to report to either way, and says so in its log once a second).
+  even with the dashboard off: then the server loads nothing but Ray's usage-stats reporter.
+  The raylet is started only after this, 0.8-0.9 s later on a 2-core machine. While
+  `quick_embedded_start` is open, a start without the dashboard starts no API server: Ray's
+  step that starts it answers "no address, no process", which Ray's node takes as a server it
+  need not stop. The one reader of the server's address in such an instance is the
+  dashboard agent's event reporter, which waits for it before anything else and, without
+  one, logs an error every second (1.4 MB an hour); an address where nothing can answer is
+  published in its place (port 0). Its reports, made only when Ray writes events, fail there
+  as they fail at the stock server, which has no endpoint for them either.
 - The raylet, which registers with the GCS when its two agents (Python processes) have
   started, 0.9-1.7 s after it. Ray asks once 0.1 s after the start, then once a second (its
   C++ `GetNode` sleeps a whole second between looks), so the answer usually came at 2.1 s.
@@ -24,6 +26,7 @@ are.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +37,7 @@ POLL_SECONDS = 0.02
 # Registration took 0.9-1.7 s here (longer on a loaded machine); past this, Ray's own wait
 # (30 s, then an error) takes over, so a node that never registers fails after 35 s, not 30.
 GIVE_UP_SECONDS = 5.0
+NO_DASHBOARD = b"127.0.0.1:0"  # the address published for the absent API server
 _SWAP = threading.RLock()
 
 
@@ -42,24 +46,37 @@ def quick_embedded_start() -> Iterator[None]:
     """Within this block, a `ray.init` that starts a node without the dashboard starts no API
     server and notices its raylet within 20 ms."""
     try:
-        from ray._private import services
+        from ray._private import ray_constants, services
         from ray._raylet import GcsClient  # type: ignore[attr-defined]
     except ImportError:
         yield
         return
 
     def get_node(ray_get_node: Callable[..., Any]) -> Callable[..., Any]:
-        def wait_then_get(gcs_address: str, node_id: str) -> Any:
-            wait_until_registered(GcsClient, gcs_address, node_id)
-            return ray_get_node(gcs_address, node_id)
+        def wait_then_get(*args: Any, **kwargs: Any) -> Any:
+            given = _arguments(ray_get_node, args, kwargs)
+            if "gcs_address" in given and "node_id" in given:
+                wait_until_registered(GcsClient, given["gcs_address"], given["node_id"])
+            return ray_get_node(*args, **kwargs)
 
         return wait_then_get
 
     def start_api_server(ray_start: Callable[..., Any]) -> Callable[..., Any]:
-        def start_unless_dashboard_off(include_dashboard: bool | None, *args, **kwargs) -> Any:
-            if include_dashboard is False:
-                return "", None  # no web address, no process
-            return ray_start(include_dashboard, *args, **kwargs)
+        def start_unless_dashboard_off(*args: Any, **kwargs: Any) -> Any:
+            given = _arguments(ray_start, args, kwargs)
+            if given.get("include_dashboard") is not False or "gcs_address" not in given:
+                return ray_start(*args, **kwargs)
+            try:
+                client = GcsClient(
+                    address=given["gcs_address"], cluster_id=given.get("cluster_id_hex")
+                )
+                key = ray_constants.DASHBOARD_ADDRESS.encode()
+                client.internal_kv_put(
+                    key, NO_DASHBOARD, True, ray_constants.KV_NAMESPACE_DASHBOARD
+                )
+            except Exception:
+                return ray_start(*args, **kwargs)
+            return "", None  # no web address, no process
 
         return start_unless_dashboard_off
 
@@ -81,6 +98,14 @@ def _swapped(module: Any, name: str, wrap: Callable[[Callable[..., Any]], Any]) 
         yield
     finally:
         setattr(module, name, original)
+
+
+def _arguments(function: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    """`function`'s arguments by name for this call; none where they do not fit."""
+    try:
+        return dict(inspect.signature(function).bind(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {}
 
 
 def wait_until_registered(

@@ -30,8 +30,11 @@ class TrialOptimizer:
         self.lr = config.lr
         kind = config.optimizer
         n = len(self.params)
-        # The classes' state, per parameter: step counts as float scalars on the CPU.
-        self._steps = [torch.tensor(0.0, dtype=torch.get_default_dtype()) for _ in range(n)]
+        # The classes' state, per parameter: step counts as scalars on the CPU, in double only
+        # where that is the default (as torch.optim's `_get_scalar_dtype`).
+        double = torch.get_default_dtype() == torch.float64
+        step_dtype = torch.float64 if double else torch.float32
+        self._steps = [torch.tensor(0.0, dtype=step_dtype) for _ in range(n)]
         self._first: list[torch.Tensor | None] = (  # momentum buffer / Adam's first moment
             [None] * n
             if kind is OptimizerName.SGD

@@ -4,6 +4,7 @@ wait decides); Ray is left as it was found."""
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from caviar.cluster.embedded_start import quick_embedded_start, wait_until_registered
@@ -42,6 +43,15 @@ def test_an_embedded_start_without_dashboard_has_no_api_server(ray_instance):
     assert ray_instance.get(ray_instance.put(1)) == 1
     assert descendants_running("ray/dashboard/dashboard.py") == []
     assert descendants_running("ray/dashboard/agent.py") != []  # the rest of Ray starts
+    # ... and its dashboard agent is not left asking every second for the server's address
+    log = Path(ray_instance._private.worker.global_worker.node.get_logs_dir_path())
+    log /= "dashboard_agent.log"
+    deadline = time.monotonic() + 20
+    while "Event agent cache buffer size" not in log.read_text():  # its reporter is up
+        assert time.monotonic() < deadline, "the agent's event reporter never started"
+        time.sleep(0.1)
+    time.sleep(1.5)  # it asks again every second while there is no address
+    assert "Get dashboard http address failed" not in log.read_text()
 
 
 def test_a_registered_node_is_found(ray_instance):
@@ -66,19 +76,25 @@ def test_a_client_that_fails_hands_over_to_ray():
     assert not wait_until_registered(Broken, "127.0.0.1:1", "ab" * 28)
 
 
-def test_the_dashboard_asked_for_is_started_by_ray():
+def test_the_dashboard_asked_for_is_started_by_ray(ray_instance):
     from ray._private import services
 
     seen = []
-    ray_start = services.start_api_server
-    services.start_api_server = lambda *args, **kwargs: seen.append(args[0]) or ("url", "info")
+
+    def ray_start(include_dashboard, raise_on_failure, host, gcs_address, cluster_id_hex):
+        seen.append(include_dashboard)
+        return "url", "info"
+
+    gcs = ray_instance.get_runtime_context().gcs_address
+    ray_own = services.start_api_server
+    services.start_api_server = ray_start
     try:
         with quick_embedded_start():
-            assert services.start_api_server(False, "host") == ("", None)
-            assert services.start_api_server(True, "host") == ("url", "info")
-            assert services.start_api_server(None, "host") == ("url", "info")
+            assert services.start_api_server(False, False, "host", gcs, None) == ("", None)
+            assert services.start_api_server(True, True, "host", gcs, None) == ("url", "info")
+            assert services.start_api_server(None, False, "host", gcs, None) == ("url", "info")
     finally:
-        services.start_api_server = ray_start
+        services.start_api_server = ray_own
     assert seen == [True, None]
 
 
