@@ -52,38 +52,51 @@ def quick_embedded_start() -> Iterator[None]:
         yield
         return
 
-    def get_node(ray_get_node: Callable[..., Any]) -> Callable[..., Any]:
-        def wait_then_get(*args: Any, **kwargs: Any) -> Any:
-            given = _arguments(ray_get_node, args, kwargs)
-            if "gcs_address" in given and "node_id" in given:
-                wait_until_registered(GcsClient, given["gcs_address"], given["node_id"])
-            return ray_get_node(*args, **kwargs)
-
-        return wait_then_get
-
-    def start_api_server(ray_start: Callable[..., Any]) -> Callable[..., Any]:
-        def start_unless_dashboard_off(*args: Any, **kwargs: Any) -> Any:
-            given = _arguments(ray_start, args, kwargs)
-            if given.get("include_dashboard") is not False or "gcs_address" not in given:
-                return ray_start(*args, **kwargs)
-            try:
-                client = GcsClient(
-                    address=given["gcs_address"], cluster_id=given.get("cluster_id_hex")
-                )
-                key = ray_constants.DASHBOARD_ADDRESS.encode()
-                client.internal_kv_put(
-                    key, NO_DASHBOARD, True, ray_constants.KV_NAMESPACE_DASHBOARD
-                )
-            except Exception:
-                return ray_start(*args, **kwargs)
-            return "", None  # no web address, no process
-
-        return start_unless_dashboard_off
-
     with _SWAP, ExitStack() as swaps:  # what is found is put back, in order, whichever threads
-        swaps.enter_context(_swapped(services, "get_node", get_node))
-        swaps.enter_context(_swapped(services, "start_api_server", start_api_server))
+        swaps.enter_context(
+            _swapped(services, "get_node", lambda f: _prompt_get_node(f, GcsClient))
+        )
+        swaps.enter_context(
+            _swapped(
+                services, "start_api_server", lambda f: _no_api_server(f, GcsClient, ray_constants)
+            )
+        )
         yield
+
+
+def _prompt_get_node(ray_get_node: Callable[..., Any], client_class: Any) -> Callable[..., Any]:
+    """Ray's `get_node`, after looking for the node every 20 ms (for up to 5 s)."""
+
+    def wait_then_get(*args: Any, **kwargs: Any) -> Any:
+        given = _arguments(ray_get_node, args, kwargs)
+        if "gcs_address" in given and "node_id" in given:
+            wait_until_registered(client_class, given["gcs_address"], given["node_id"])
+        return ray_get_node(*args, **kwargs)
+
+    return wait_then_get
+
+
+def _no_api_server(
+    ray_start: Callable[..., Any], client_class: Any, constants: Any
+) -> Callable[..., Any]:
+    """Ray's `start_api_server`, except that without the dashboard it starts nothing and
+    publishes `NO_DASHBOARD` as the server's address."""
+
+    def start_unless_dashboard_off(*args: Any, **kwargs: Any) -> Any:
+        given = _arguments(ray_start, args, kwargs)
+        if given.get("include_dashboard") is not False or "gcs_address" not in given:
+            return ray_start(*args, **kwargs)
+        try:
+            client = client_class(
+                address=given["gcs_address"], cluster_id=given.get("cluster_id_hex")
+            )
+            key = constants.DASHBOARD_ADDRESS.encode()
+            client.internal_kv_put(key, NO_DASHBOARD, True, constants.KV_NAMESPACE_DASHBOARD)
+        except Exception:
+            return ray_start(*args, **kwargs)
+        return "", None  # no web address, no process
+
+    return start_unless_dashboard_off
 
 
 @contextmanager
