@@ -1,3 +1,4 @@
+import importlib
 import math
 import subprocess
 import sys
@@ -91,9 +92,23 @@ TORCH_CLASSES = {
 }
 
 
+@pytest.mark.parametrize("multi_tensor", [False, True], ids=["one-tensor", "multi-tensor"])
 @pytest.mark.parametrize("momentum", [0.0, 0.8])
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
-def test_the_trial_optimiser_moves_weights_as_torch_optim_does(name, momentum):
+def test_the_trial_optimiser_moves_weights_as_torch_optim_does(
+    name, momentum, multi_tensor, monkeypatch
+):
+    module = importlib.import_module(f"torch.optim.{name}")  # where its update functions are
+    multi_tensor_runs = []
+    if multi_tensor:  # the path torch takes by default on CUDA ("foreach")
+        monkeypatch.setattr(module, "_default_to_fused_or_foreach", lambda *a, **k: (False, True))
+        update = getattr(module, f"_multi_tensor_{name}")
+
+        def counted(*args, **kwargs):
+            multi_tensor_runs.append(1)
+            return update(*args, **kwargs)
+
+        monkeypatch.setattr(module, f"_multi_tensor_{name}", counted)
     config = TrainConfig(
         optimizer=name, lr=0.01, momentum=momentum, beta1=0.85, beta2=0.95, eps=1e-6,
         weight_decay=1e-4,
@@ -117,6 +132,7 @@ def test_the_trial_optimiser_moves_weights_as_torch_optim_does(name, momentum):
         reference.step()
         for mine, expected in zip(ours, theirs, strict=True):
             assert torch.equal(mine, expected), f"step {step}"
+    assert len(multi_tensor_runs) == (12 if multi_tensor else 0)  # both optimisers, six steps
 
 
 def test_training_a_trial_leaves_torch_dynamo_unloaded():
