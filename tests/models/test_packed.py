@@ -12,9 +12,11 @@ from caviar.models.executor import TrialJob, run_to_completion
 from caviar.models.families import model_config
 from caviar.models.inprocess import InProcessExecutor
 from caviar.models.packed import PackedTrainer
+from caviar.models.packed_optim import PackedOptimizer
 from caviar.models.packs import group, packable
 from caviar.models.sources import DigitsSource
 from caviar.models.train import Trainer
+from tests.models.test_train import TORCH_CLASSES
 
 MLP = {"hidden_units": 24, "layers": 2}
 CNN = {"family": "cnn1d", "channels": 6, "blocks": 2}
@@ -99,6 +101,34 @@ def test_adaptive_optimisers_follow_their_lone_runs(digits, optimizer):
     for mine, theirs in pairs:
         assert mine.val_loss == pytest.approx(theirs.val_loss, abs=2e-2)
         assert mine.val_accuracy == pytest.approx(theirs.val_accuracy, abs=2e-2)
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
+def test_the_packed_step_moves_each_member_as_its_own_torch_optimiser(name):
+    # One step updates every member's slice of every parameter at once, each with its own
+    # hyperparameters; a member's slices move as `torch.optim` moves that member's weights.
+    configs = [TrainConfig(optimizer=name, lr=0.01 * (i + 1), momentum=(0.0, 0.9, 0.5)[i],
+                           beta1=0.8 + 0.05 * i, beta2=0.99 - 0.02 * i, eps=10.0 ** -(6 + i),
+                           weight_decay=(0.0, 1e-3, 1e-4)[i]) for i in range(3)]  # fmt: skip
+    torch.manual_seed(0)
+    packed = [torch.randn(3, 5, 4, requires_grad=True), torch.randn(3, 5, requires_grad=True)]
+    alone = [[p[i].detach().clone().requires_grad_() for p in packed] for i in range(3)]
+    optimizer = PackedOptimizer(packed, configs)
+    references = [TORCH_CLASSES[name](alone[i], c) for i, c in enumerate(configs)]
+    for step in range(6):
+        factors = torch.tensor([1 / (1 + step), 1.0, 0.5**step])  # each member's schedule
+        optimizer.lr = torch.tensor([c.lr for c in configs]) * factors
+        gradients = [torch.randn_like(p) for p in packed]
+        for p, g in zip(packed, gradients, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+        for i, reference in enumerate(references):
+            reference.param_groups[0]["lr"] = configs[i].lr * float(factors[i])
+            for p, g in zip(alone[i], gradients, strict=True):
+                p.grad = g[i].clone()
+            reference.step()
+            for mine, theirs in zip(packed, alone[i], strict=True):
+                torch.testing.assert_close(mine[i], theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_a_diverging_member_does_not_touch_the_others(digits):
