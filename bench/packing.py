@@ -5,7 +5,8 @@ trials packed into one `PackedTrainer`, on one CPU thread, and whether their cur
 `python -m bench packing` (`make bench-packing`): MNIST-1D (the peers benchmark's split,
 3,200 training samples), the BN-MLP of the peers benchmark (2 layers of width 32 and of 128,
 batch 128, SGD with momentum) and the conv family (cnn1d, 2 blocks x 16 channels), K = 1, 4,
-16, 64. The mlp packs as batched matrix products, cnn1d as grouped convolutions.
+16, 64, each timed `--rounds` times (alone, then packed, in turn) for the median. The mlp
+packs as batched matrix products, cnn1d as grouped convolutions.
 
 Then the peers benchmark's sweep end to end (`bench.peers`: 40 TPE trials with successive
 halving, six parameters, two workers), each in a fresh process, with trials alone and packed
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +48,9 @@ def packing(
     ),
     sizes: Annotated[str, typer.Option(help="Pack sizes K, comma-separated.")] = "1,4,16,64",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs timed per trial.")] = 2,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Timings of each K, alone and packed in turn; the median.")
+    ] = 3,
     sweep_packs: Annotated[
         str, typer.Option(help="Pack sizes of the end-to-end sweep (1: alone); '' skips it.")
     ] = "1,4,8",
@@ -58,17 +63,19 @@ def packing(
 
     torch.set_num_threads(1)
     data = build_dataset(_source())
-    _measure(data, "cnn1d", 2, 1)  # first calls (allocator, kernels) are not timed
+    _measure(data, "cnn1d", 2, 1, 1)  # first calls (allocator, kernels) are not timed
     rows = []
     for family in FAMILIES:
         for k in (int(s) for s in sizes.split(",")):
-            rows.append(_measure(data, family, k, epochs))
-            Console().print(rows[-1])
+            rows.append(row := _measure(data, family, k, epochs, rounds))
+            Console().print(f"{family}, K = {k}: {row['separate']:.1f} epochs/s one after "
+                            f"another, {row['packed']:.1f} packed")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     table = Table("family", "K", "one after another", "packed", "speed-up",
                   "largest |val loss difference|",
-                  title="epochs per second, one CPU thread, MNIST-1D 3,200 train")  # fmt: skip
+                  title=f"epochs per second, one CPU thread, MNIST-1D 3,200 train, median of "
+                        f"{rounds} timings")  # fmt: skip
     for r in rows:
         table.add_row(r["family"], str(r["k"]), f"{r['separate']:.1f}", f"{r['packed']:.1f}",
                       f"{r['packed'] / r['separate']:.2f}x", f"{r['difference']:.1e}")  # fmt: skip
@@ -118,11 +125,12 @@ def _source() -> Any:
                          val_fraction=1 / 6, test_fraction=1 / 6)  # fmt: skip
 
 
-def _measure(data: Any, family: str, k: int, epochs: int) -> dict[str, Any]:
+def _measure(data: Any, family: str, k: int, epochs: int, rounds: int) -> dict[str, Any]:
+    """Epochs per second of the K trials alone and packed: `rounds` timings of each, taken
+    in turn, and the median of each (one timing is a fraction of a second: on a shared
+    machine a single one can be off by 10%)."""
     from caviar.models.config import TrainConfig
     from caviar.models.families import model_config
-    from caviar.models.packed import PackedTrainer
-    from caviar.models.train import Trainer
 
     model = model_config(FAMILIES[family])
     trains = {
@@ -131,17 +139,36 @@ def _measure(data: Any, family: str, k: int, epochs: int) -> dict[str, Any]:
         )
         for i in range(k)
     }
-    started = time.perf_counter()
-    alone = {}
-    for i, train in trains.items():
-        trainer = Trainer(data, model, train, threads=1)
-        alone[i] = [trainer.run_epoch().val_loss for _ in range(epochs)]
-    separate = time.perf_counter() - started
-    started = time.perf_counter()
-    packed = PackedTrainer(data, model, trains, threads=1)
-    together = [packed.run_epoch() for _ in range(epochs)]
-    packed_seconds = time.perf_counter() - started
+    separate, packed = [], []
+    for _ in range(rounds):
+        seconds, alone = _alone(data, model, trains)
+        separate.append(k * epochs / seconds)
+        seconds, together = _packed(data, model, trains)
+        packed.append(k * epochs / seconds)
     difference = max(abs(together[e][i].val_loss - alone[i][e]) for i in trains
                      for e in range(epochs))  # fmt: skip
-    return {"family": family, "k": k, "separate": k * epochs / separate,
-            "packed": k * epochs / packed_seconds, "difference": difference}  # fmt: skip
+    return {"family": family, "k": k, "separate": statistics.median(separate),
+            "packed": statistics.median(packed), "difference": difference,
+            "rounds": {"separate": separate, "packed": packed}}  # fmt: skip
+
+
+def _alone(data: Any, model: Any, trains: dict[int, Any]) -> tuple[float, dict[int, list[float]]]:
+    """Seconds to train each trial on its own `Trainer`, one after another, and its curve."""
+    from caviar.models.train import Trainer
+
+    started = time.perf_counter()
+    curves = {}
+    for i, train in trains.items():
+        trainer = Trainer(data, model, train, threads=1)
+        curves[i] = [trainer.run_epoch().val_loss for _ in range(train.epochs)]
+    return time.perf_counter() - started, curves
+
+
+def _packed(data: Any, model: Any, trains: dict[int, Any]) -> tuple[float, list[Any]]:
+    """Seconds to train the trials as one pack, and each epoch's metrics by member."""
+    from caviar.models.packed import PackedTrainer
+
+    started = time.perf_counter()
+    packed = PackedTrainer(data, model, trains, threads=1)
+    epochs = [packed.run_epoch() for _ in range(next(iter(trains.values())).epochs)]
+    return time.perf_counter() - started, epochs

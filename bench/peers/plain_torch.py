@@ -26,8 +26,9 @@ def epochs(config: dict[str, Any], data: dict[str, Any], max_epochs: int,
            seed: int = 0) -> Iterator[tuple[float, float, float]]:  # fmt: skip
     """Train `config` for up to `max_epochs`; yields (started, ended, val_accuracy) per epoch."""
     torch.manual_seed(seed)
-    x, y = torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"])
-    x_val, y_val = torch.from_numpy(data["x_val"]), torch.from_numpy(data["y_val"])
+    # Copies: Ray hands the arrays read-only, which `torch.from_numpy` warns about.
+    x, y = torch.tensor(data["x_train"]), torch.tensor(data["y_train"])
+    x_val, y_val = torch.tensor(data["x_val"]), torch.tensor(data["y_val"])
     net = mlp(x.shape[1], int(y.max()) + 1, config["hidden_units"], config["layers"])
     optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"],
                                 momentum=1 - config["one_minus_momentum"],
