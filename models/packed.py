@@ -178,7 +178,8 @@ class PackedTrainer:
     def _forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         """Logits (members, batch, classes) of `x`: (members, batch, features) in training,
         (batch, features) shared by all members in evaluation."""
-        self._shape.train(training)
+        if self._shape.training != training:  # `train` walks every module: not on each batch
+            self._shape.train(training)
         if isinstance(self._shape, nn.Sequential) and self.by_layer:
             return forward_by_layer(self._shape, self.params, self.buffers, x, training)
         if training:

@@ -47,7 +47,7 @@ def forward_by_layer(shape: nn.Sequential, params: dict[str, torch.Tensor],
         elif isinstance(module, nn.Flatten):  # (batch, members x C, 1) -> (members, batch, C)
             h, channels = h.reshape(h.shape[0], members, -1).transpose(0, 1), False
         elif isinstance(module, nn.Linear):
-            h = torch.matmul(h, params[f"{name}.weight"].transpose(1, 2))
+            h = torch.bmm(h, params[f"{name}.weight"].transpose(1, 2))  # matmul adds reshapes
             if f"{name}.bias" in params:
                 h = h + params[f"{name}.bias"].unsqueeze(1)
         elif isinstance(module, nn.Conv1d):
