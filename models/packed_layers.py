@@ -20,17 +20,29 @@ PER_CHANNEL = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity, nn
 
 
 def runs_by_layer(network: nn.Module) -> bool:
-    """Whether `network` is a chain these layouts run: Linear, Conv1d (zero padding), affine
-    BatchNorm1d with running statistics, activations, pooling, a leading `Unflatten` to one
-    channel, `Flatten`, and dropout that drops nothing."""
+    """Whether `network` is a chain these layouts run. It starts with a Linear, or with an
+    `Unflatten` to one channel (the channels layout, until a `Flatten`); a Linear runs in
+    the features layout, a Conv1d (zero padding) and `Flatten` in the channels layout, and
+    affine BatchNorm1d with running statistics, activations, pooling and dropout that drops
+    nothing in either. Anything else (a Linear over a signal's length, say) runs under
+    `vmap`."""
     if not isinstance(network, nn.Sequential) or len(network) == 0:
         return False
-    first = network[0]
-    if not (
-        isinstance(first, nn.Linear) or (isinstance(first, nn.Unflatten) and _one_channel(first))
-    ):
+    if not isinstance(network[0], (nn.Linear, nn.Unflatten)):
         return False
-    return all(_supported(module) for module in list(network)[1:])
+    channels = False  # the layout the activations are in at each layer
+    for index, module in enumerate(network):
+        if isinstance(module, nn.Unflatten):
+            if index or not _one_channel(module):
+                return False
+            channels = True
+        elif isinstance(module, nn.Flatten):
+            if not channels or (module.start_dim, module.end_dim) != (1, -1):
+                return False
+            channels = False
+        elif not (_supported(module) and _in_its_layout(module, channels)):
+            return False
+    return True
 
 
 def forward_by_layer(shape: nn.Sequential, params: dict[str, torch.Tensor],
@@ -83,6 +95,14 @@ def _batch_norm(name: str, module: nn.BatchNorm1d, params: dict[str, torch.Tenso
 
 def _one_channel(module: nn.Unflatten) -> bool:
     return module.dim == 1 and len(module.unflattened_size) == 2 and module.unflattened_size[0] == 1
+
+
+def _in_its_layout(module: nn.Module, channels: bool) -> bool:
+    """A Linear runs on features (over a signal's length it is no batched product of
+    members' features), a Conv1d on channels; the rest run in either layout."""
+    if isinstance(module, nn.Linear):
+        return not channels
+    return channels if isinstance(module, nn.Conv1d) else True
 
 
 def _supported(module: nn.Module) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from caviar.models.config import TrainConfig
 from caviar.models.data import build_dataset
@@ -12,11 +13,12 @@ from caviar.models.executor import TrialJob, run_to_completion
 from caviar.models.families import model_config
 from caviar.models.inprocess import InProcessExecutor
 from caviar.models.packed import PackedTrainer
+from caviar.models.packed_layers import runs_by_layer
 from caviar.models.packed_optim import PackedOptimizer
 from caviar.models.packs import group, packable
 from caviar.models.sources import DigitsSource
 from caviar.models.train import Trainer
-from tests.models.test_train import TORCH_CLASSES
+from tests.models.torch_optimisers import TORCH_CLASSES
 
 MLP = {"hidden_units": 24, "layers": 2}
 CNN = {"family": "cnn1d", "channels": 6, "blocks": 2}
@@ -106,29 +108,57 @@ def test_adaptive_optimisers_follow_their_lone_runs(digits, optimizer):
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
 def test_the_packed_step_moves_each_member_as_its_own_torch_optimiser(name):
     # One step updates every member's slice of every parameter at once, each with its own
-    # hyperparameters; a member's slices move as `torch.optim` moves that member's weights.
-    configs = [TrainConfig(optimizer=name, lr=0.01 * (i + 1), momentum=(0.0, 0.9, 0.5)[i],
+    # hyperparameters, while members leave and join as in a searched stage; a member's
+    # slices move as `torch.optim` moves that member's own weights.
+    configs = [TrainConfig(optimizer=name, lr=0.01 * (i + 1), momentum=(0.0, 0.9, 0.5, 0.7)[i],
                            beta1=0.8 + 0.05 * i, beta2=0.99 - 0.02 * i, eps=10.0 ** -(6 + i),
-                           weight_decay=(0.0, 1e-3, 1e-4)[i]) for i in range(3)]  # fmt: skip
+                           weight_decay=(0.0, 1e-3, 1e-4, 1e-2)[i]) for i in range(4)]  # fmt: skip
     torch.manual_seed(0)
     packed = [torch.randn(3, 5, 4, requires_grad=True), torch.randn(3, 5, requires_grad=True)]
-    alone = [[p[i].detach().clone().requires_grad_() for p in packed] for i in range(3)]
-    optimizer = PackedOptimizer(packed, configs)
-    references = [TORCH_CLASSES[name](alone[i], c) for i, c in enumerate(configs)]
-    for step in range(6):
-        factors = torch.tensor([1 / (1 + step), 1.0, 0.5**step])  # each member's schedule
-        optimizer.lr = torch.tensor([c.lr for c in configs]) * factors
-        gradients = [torch.randn_like(p) for p in packed]
-        for p, g in zip(packed, gradients, strict=True):
-            p.grad = g.clone()
+    optimizer = PackedOptimizer(packed, configs[:3])
+    alone = [own_optimiser(name, [p[i] for p in packed], configs[i]) for i in range(3)]
+    for step in range(7):
+        if step == 2:  # the second member leaves
+            packed = [p.detach()[[0, 2]].requires_grad_() for p in packed]
+            optimizer.keep(torch.tensor([0, 2]), packed)
+            del alone[1]
+        if step == 4:  # a fourth joins, from its own first step
+            weights = [torch.randn(p.shape[1:]) for p in packed]
+            packed = [torch.cat([p.detach(), w[None]]).requires_grad_()
+                      for p, w in zip(packed, weights, strict=True)]  # fmt: skip
+            optimizer.add(configs[3], packed)
+            alone.append(own_optimiser(name, weights, configs[3]))
+        before = [p.detach().clone() for p in packed]
+        optimizer.step()  # no gradients yet: nothing moves, no step is counted
+        assert all(torch.equal(p, b) for p, b in zip(packed, before, strict=True))
+        optimizer.lr = torch.tensor([o.defaults["lr"] / (1 + step) for _, o in alone])
+        for p in packed:
+            p.grad = torch.randn_like(p)
         optimizer.step()
-        for i, reference in enumerate(references):
-            reference.param_groups[0]["lr"] = configs[i].lr * float(factors[i])
-            for p, g in zip(alone[i], gradients, strict=True):
-                p.grad = g[i].clone()
+        for row, (weights, reference) in enumerate(alone):
+            reference.param_groups[0]["lr"] = reference.defaults["lr"] / (1 + step)
+            for mine, theirs in zip(packed, weights, strict=True):
+                theirs.grad = mine.grad[row].clone()
             reference.step()
-            for mine, theirs in zip(packed, alone[i], strict=True):
-                torch.testing.assert_close(mine[i], theirs, rtol=1e-5, atol=1e-6)
+            for mine, theirs in zip(packed, weights, strict=True):
+                torch.testing.assert_close(mine[row], theirs, rtol=1e-5, atol=1e-6)
+        optimizer.zero_grad()
+
+
+def own_optimiser(name, weights, config):
+    """A member's weights, copied, and their own `torch.optim` optimiser."""
+    weights = [w.detach().clone().requires_grad_() for w in weights]
+    return weights, TORCH_CLASSES[name](weights, config)
+
+
+def test_networks_whose_layers_the_layouts_cannot_run_go_under_vmap():
+    signal = nn.Unflatten(1, (1, 16))
+    assert runs_by_layer(nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU()))
+    assert runs_by_layer(nn.Sequential(signal, nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(56, 3)))
+    # A Linear over a signal's length would pair the batch's rows with members' weights.
+    assert not runs_by_layer(nn.Sequential(signal, nn.Linear(16, 8), nn.Flatten(), nn.Linear(8, 3)))
+    assert not runs_by_layer(nn.Sequential(nn.Linear(16, 8), nn.Conv1d(1, 4, 3)))  # no channels
+    assert not runs_by_layer(nn.Sequential(nn.Linear(16, 8), nn.Flatten()))
 
 
 def test_a_diverging_member_does_not_touch_the_others(digits):

@@ -12,6 +12,7 @@ from caviar.models.errors import CaviarError
 from caviar.models.optim import TrialOptimizer, lr_factor
 from caviar.models.sources import DigitsSource
 from caviar.models.train import Decision, Outcome, Trainer, choose_device, fit
+from tests.models.torch_optimisers import TORCH_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -77,30 +78,6 @@ def test_trainer_applies_the_decayed_rate(digits):
     trainer = Trainer(digits, SMALL, config, threads=1)
     rates = [trainer.run_epoch().lr for _ in range(3)]
     assert rates == pytest.approx([0.1, 0.05, 0.1 / 3])
-
-
-TORCH_CLASSES = {  # on the multi-tensor path ("foreach"), as the trial optimiser
-    "sgd": lambda p, c: torch.optim.SGD(
-        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, foreach=True
-    ),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(
-        p,
-        lr=c.lr,
-        alpha=c.beta2,
-        eps=c.eps,
-        momentum=c.momentum,
-        weight_decay=c.weight_decay,
-        foreach=True,
-    ),
-    "adam": lambda p, c: torch.optim.Adam(
-        p,
-        lr=c.lr,
-        betas=(c.beta1, c.beta2),
-        eps=c.eps,
-        weight_decay=c.weight_decay,
-        foreach=True,
-    ),
-}
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.8])
