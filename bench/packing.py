@@ -127,8 +127,8 @@ def _source() -> Any:
 
 def _measure(data: Any, family: str, k: int, epochs: int, rounds: int) -> dict[str, Any]:
     """Epochs per second of the K trials alone and packed: `rounds` timings of each, taken
-    in turn, and the median of each (one timing is a fraction of a second: on a shared
-    machine a single one can be off by 10%)."""
+    in turn, and the median of each (at K = 16 one timing is a fraction of a second, and on
+    a shared machine a single one can be off by 10%)."""
     from caviar.models.config import TrainConfig
     from caviar.models.families import model_config
 
