@@ -59,24 +59,31 @@ def test_a_worker_killed_three_times_mid_trial_costs_nothing_but_time(tmp_path):
     assert_one_run_per_trial(run_dir, trials)
 
 
-def both_trials_past_their_first_epochs(run_dir):
+def both_trials_past_their_first_epochs(run_dir, epochs):
+    """Both workers are in a trial, past its first epochs and short of its last ones."""
     try:
         trials = study(run_dir, "chaos", "search").trials
     except (KeyError, FileNotFoundError, ValueError):
         return False
     # RUNNING also counts the next trial, drawn while both workers train (no epoch yet).
     running = [t for t in trials if t.state is TrialState.RUNNING and t.intermediate_values]
-    return len(running) == 2 and all(2 <= len(t.intermediate_values) <= 8 for t in running)
+    return len(running) == 2 and all(
+        2 <= len(t.intermediate_values) <= epochs - 10 for t in running
+    )
 
 
 def test_hung_workers_time_out_and_the_sweep_completes(tmp_path):
     spec_dict = copy.deepcopy(SLOW)
     spec_dict["parallel"]["epoch_timeout"] = 3
+    # Long trials leave the test a window of many epochs (about 2 s) to catch both workers
+    # mid-trial: with 12 it was 6 epochs, and as epochs got faster the sweep could finish
+    # between two looks.
+    spec_dict["train"]["epochs"] = 40
     spec = write_spec(tmp_path, spec_dict)
     run_dir = tmp_path / "runs"
     driver = Command(tmp_path, "sweep", spec, "--run-dir", run_dir)
     try:
-        driver.until(lambda: both_trials_past_their_first_epochs(run_dir))
+        driver.until(lambda: both_trials_past_their_first_epochs(run_dir, 40))
         for hung in trial_workers(driver.pid):
             os.kill(hung, signal.SIGSTOP)  # alive, but they never answer again
         stopped = time.monotonic()
