@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from caviar.sweeps.record.applier import refusal
 from caviar.sweeps.record.journal import Op
+from caviar.sweeps.record.store_template import seed_store
 
 if TYPE_CHECKING:
     from caviar.sweeps.record.operations import MlflowOperations
@@ -85,6 +86,7 @@ class MlflowHost:
     def _for(self, writer: str, target: Target) -> MlflowOperations:
         with self._lock:
             if writer not in self._writers:
+                seed_store(target[0])
                 client = self._operations.MlflowClient(tracking_uri=target[0])
                 self._writers[writer] = self._operations.MlflowOperations(
                     client, target[1], target[2]

@@ -14,6 +14,7 @@ not stored twice).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
@@ -54,6 +55,19 @@ def preload(tracking_uri: str) -> None:
     importlib.import_module(f"mlflow.store.tracking.{store}")
 
 
+def loaded_here(tracking_uri: str, experiment: str,
+                artifact_location: str | None) -> MlflowOperations:  # fmt: skip
+    """MLflow loaded in this process, by whichever thread applies first."""
+    from mlflow import MlflowClient
+
+    from caviar.sweeps.record.operations import MlflowOperations
+    from caviar.sweeps.record.store_template import seed_store
+
+    seed_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return MlflowOperations(client, experiment, artifact_location)
+
+
 class MlflowWriter:
     """Applies one experiment's MLflow operations in order, from a journal on disk.
 
@@ -77,19 +91,14 @@ class MlflowWriter:
         if remote:
             quiet_http()
 
-        def loaded_here() -> MlflowOperations:  # made by whichever thread applies first
-            from mlflow import MlflowClient
-
-            from caviar.sweeps.record.operations import MlflowOperations
-
-            client = MlflowClient(tracking_uri=tracking_uri)
-            return MlflowOperations(client, experiment, artifact_location)
-
         self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
         # A tracking server takes requests for different runs at once; a local store one.
         self.applier = Applier(
-            self.journal, operations or loaded_here, side_by_side=4 if remote else 1
+            self.journal,
+            operations
+            or functools.partial(loaded_here, tracking_uri, experiment, artifact_location),
+            side_by_side=4 if remote else 1,
         )
         self.retry_seconds = retry_seconds
         self.seconds = 0.0  # time callers spent waiting on this writer
