@@ -26,7 +26,7 @@ SQLITE = "sqlite:///"
 def seed_store(tracking_uri: str) -> None:
     """Give the SQLite store at `tracking_uri`, if it does not exist yet, its empty tables
     from the template (made now if there is none); any other store is left alone."""
-    if not tracking_uri.startswith(SQLITE):
+    if not tracking_uri.startswith(SQLITE) or "?" in tracking_uri:  # options: MLflow's own way
         return
     path = Path(tracking_uri.removeprefix(SQLITE))
     if path.exists():
@@ -69,10 +69,10 @@ def _copy_if_absent(template: Path, path: Path) -> None:
     store and may have written to it: it is never replaced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    shutil.copyfile(template, partial)
     try:
+        shutil.copyfile(template, partial)
         os.link(partial, path)  # fails if `path` exists
     except FileExistsError:
         pass
     finally:
-        partial.unlink()
+        partial.unlink(missing_ok=True)

@@ -64,3 +64,11 @@ def test_a_store_that_exists_is_left_alone(tmp_path: Path, monkeypatch: pytest.M
     assert client.get_experiment(kept).name == "kept"
     assert not template_path().exists()  # nothing to seed: no template was made either
     assert list(tmp_path.glob(".*partial")) == []
+
+
+def test_a_store_with_connection_options_is_left_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    seed_store(f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=10")
+    assert list(tmp_path.iterdir()) == []  # no file named after the options, no template
