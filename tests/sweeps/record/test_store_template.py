@@ -14,10 +14,12 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from caviar.sweeps.record.store_template import seed_store, template_path
 
 
-def _schema(path: Path) -> list[tuple[str, str]]:
+def _schema(path: Path) -> dict[str, list[str]]:
+    """Each table's and index's definition, line by line in sorted order: MLflow's migrations
+    do not always list a table's constraints in the same order."""
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
-        return sorted(rows)
+    return {name: sorted(line.strip(" ,\t") for line in sql.splitlines()) for name, sql in rows}
 
 
 def _revision(path: Path) -> str:
