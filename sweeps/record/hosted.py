@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from caviar.sweeps.record.applier import refusal
 from caviar.sweeps.record.journal import Op
-from caviar.sweeps.record.store_template import seed_store
+from caviar.sweeps.record.store_template import seed_store, sqlite_file
 
 if TYPE_CHECKING:
     from caviar.sweeps.record.operations import MlflowOperations
@@ -62,7 +62,9 @@ class MlflowHost:
         """Whether this process can write to `target`. False when its SQLite file was
         removed or replaced since this process opened it (MLflow keeps the old one open:
         writes would go nowhere); then a fresh host is needed."""
-        path = _sqlite_file(target[0])
+        path = sqlite_file(
+            target[0]
+        )  # as written: resolving it would use this process's working directory, not the sweep's
         if path is None or path not in self._stores:
             return True
         return _identity(path) == self._stores[path]
@@ -78,7 +80,7 @@ class MlflowHost:
             if operations.rejected(exc):
                 return "refused", refusal(exc)
             raise
-        path = _sqlite_file(target[0])
+        path = sqlite_file(target[0])
         if path is not None and path not in self._stores and os.path.exists(path):
             self._stores[path] = _identity(path)
         return None
@@ -124,14 +126,6 @@ class HostedOperations:
     @staticmethod
     def rejected(exc: Exception) -> bool:
         return isinstance(exc, HostRefused)
-
-
-def _sqlite_file(tracking_uri: str) -> str | None:
-    """The SQLite file of `tracking_uri`, as written: the sweep names it by its absolute path
-    (resolving it here would use the host's working directory, not the sweep's)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return tracking_uri.removeprefix("sqlite:///")
 
 
 def _identity(path: str) -> tuple[int, int]:

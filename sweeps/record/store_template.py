@@ -23,16 +23,19 @@ from caviar.models.cache import cache_folder
 SQLITE = "sqlite:///"
 
 
+def sqlite_file(tracking_uri: str) -> str | None:
+    """The SQLite file of an MLflow `tracking_uri`, as written (None for any other store)."""
+    return tracking_uri.removeprefix(SQLITE) if tracking_uri.startswith(SQLITE) else None
+
+
 def seed_store(tracking_uri: str) -> None:
     """Give the SQLite store at `tracking_uri`, if it does not exist yet, its empty tables
     from the template (made now if there is none); any other store is left alone."""
-    if not tracking_uri.startswith(SQLITE) or "?" in tracking_uri:  # options: MLflow's own way
-        return
-    path = Path(tracking_uri.removeprefix(SQLITE))
-    if path.exists():
+    file = sqlite_file(tracking_uri)
+    if file is None or "?" in file or Path(file).exists():  # options: MLflow's own way
         return
     with contextlib.suppress(Exception):  # MLflow makes the store, as it would anyway
-        _copy_if_absent(_template(), path)
+        _copy_if_absent(_template(), Path(file))
 
 
 def template_path() -> Path:

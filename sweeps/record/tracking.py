@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from caviar.models.metrics import EpochMetrics
+from caviar.sweeps.record.store_template import sqlite_file
 from caviar.sweeps.record.writer import MlflowWriter
 
 ROLE = "caviar.role"
@@ -254,8 +255,8 @@ def attach_to_sweep(
 
 def _sweep_recorded(tracking_uri: str, experiment: str, sweep: str) -> bool:
     """Whether the sweep's parent run exists (a read: nothing is created, not even a store)."""
-    local = tracking_uri.removeprefix("sqlite:///")
-    if tracking_uri.startswith("sqlite:///") and not Path(local).exists():
+    local = sqlite_file(tracking_uri)
+    if local is not None and not Path(local).exists():
         return False
     from mlflow import MlflowClient
 

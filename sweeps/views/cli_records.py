@@ -247,9 +247,11 @@ def _landing(backend: str, base: str) -> str | None:
     """The comparison view of the most recently updated sweep in the store (none yet: None)."""
     from mlflow import MlflowClient
 
+    from caviar.sweeps.record.store_template import sqlite_file
     from caviar.sweeps.record.view import VIEW_TAG, landing_url
 
-    if backend.startswith("sqlite:///") and not Path(backend.removeprefix("sqlite:///")).exists():
+    local = sqlite_file(backend)
+    if local is not None and not Path(local).exists():
         return None
     found = MlflowClient(backend).search_experiments(
         filter_string=f"tags.`{VIEW_TAG}` != ''", order_by=["last_update_time DESC"]
