@@ -2,10 +2,12 @@
 
 The data set is put in Ray's object store once; every actor receives the same object (NumPy
 arrays are read zero-copy from shared memory on each node). Workers never wait for the
-driver's decision: a trial starts with two epochs asked for, and each "go on" asks for one
-more, so when an epoch's metrics arrive the worker is already on the next, and the decision
-costs nothing; a "stop" (a pruned or failed trial) stops that epoch between two mini-batches
-and drops it.
+driver's decision: two calls are always asked of a trial's worker, one under way and one
+queued, so when an epoch's metrics arrive the worker is already on the next, and the decision
+costs nothing; a "stop" (a pruned or failed trial) stops the epoch under way between two
+mini-batches and drops it. A call trains the epochs up to the next one the driver decides on
+(`TrialJob.decisions`: its pruner's rungs), as many as take about `CALL_SECONDS`, so short
+epochs do not each pay a round trip; a call never passes the epoch after the next decision.
 
 Every Ray error is a trial's fate, never the driver's. A worker process that dies (killed, out
 of memory, node lost) or any other Ray failure restarts the trial on a fresh actor from its
@@ -27,12 +29,15 @@ from ray.exceptions import RayError, RayTaskError
 
 from caviar.cluster.actors import FreshActors, WarmActors
 from caviar.cluster.runtime import AUTH_HINT, TrialResources
+from caviar.cluster.tasks import run_tasks
 from caviar.cluster.watchdog import EpochWatch
 from caviar.cluster.worker import CONCURRENCY_GROUPS, TrialWorker
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
+from caviar.models.metrics import EpochMetrics
 
 Result = TypeVar("Result")
+CALL_SECONDS = 0.5  # a call trains about this long: the driver hears of epochs this often
 
 
 @dataclass
@@ -41,11 +46,31 @@ class _Running:
     actor: Any  # a TrialWorker actor handle
     attempt: int = 0
     epochs: int = 0  # epochs this trial's workers returned, over all attempts
-    ahead: deque[ray.ObjectRef] = field(default_factory=deque)  # epochs asked for, in order
-    asked: int = 0  # epochs asked for in this attempt
+    ahead: deque[ray.ObjectRef] = field(default_factory=deque)  # calls asked for, in order
+    asked: int = 0  # the last epoch asked for in this attempt
+    answered: int = 0  # epochs of this attempt the driver let the trial go on after
+    seconds: float = 0.0  # how long its last epoch took (0: none yet)
 
-    def more(self) -> bool:
-        return self.asked < self.job.train.epochs
+    def limit(self) -> int:
+        """The last epoch it may train now: the next one the driver decides on, and the
+        ones up to the decision after (trained while the driver decides; dropped if the
+        trial stops there)."""
+        return self.job.next_decision(self.job.next_decision(self.answered))
+
+    def returned(self, trained: list[EpochMetrics]) -> list[Event]:
+        """The epochs a call returned, as events (the worker is on the next ones already)."""
+        self.epochs += len(trained)
+        self.seconds = trained[-1].seconds if trained else self.seconds
+        return [EpochDone(self.job.key, metrics) for metrics in trained]
+
+    def next_call(self, longest: float) -> int:
+        """How many epochs to ask for next (0: none now, two calls are asked or the limit is
+        reached): up to the next epoch the driver decides on, and `longest` seconds of them at
+        most; one while no epoch's time is known (an epoch may take minutes)."""
+        if len(self.ahead) >= 2 or self.asked >= self.limit():
+            return 0
+        per_call = max(1, int(longest / self.seconds)) if self.seconds > 0 else 1
+        return min(self.job.next_decision(self.asked), self.asked + per_call) - self.asked
 
 
 class RayExecutor:
@@ -92,8 +117,8 @@ class RayExecutor:
 
     def proceed(self, key: int) -> None:
         running = self._running[key]
-        if len(running.ahead) < 2 and running.more():  # one under way, one queued behind it
-            self._ask(running)
+        running.answered += 1
+        self._ask(running)
 
     def release(self, key: int) -> None:
         running = self._running.pop(key, None)
@@ -102,11 +127,10 @@ class RayExecutor:
             return
         if running.ahead:  # stop the epochs it was asked for ahead, and drop them
             running.actor.stop.remote(key)
-            for ref in running.ahead:
-                self._dropped[ref] = running.actor
-                del self._futures[ref]
+        for ref in running.ahead:
+            del self._futures[ref]
         # Its next trial queues behind what it finishes, and replaces its trainer.
-        self._idle.append(running.actor)
+        self.give_back(running.actor, running.ahead)
 
     def _fail(self, key: int, reason: str) -> TrialCrashed:
         """End trial `key` and replace its worker, which may be broken or stuck."""
@@ -136,7 +160,7 @@ class RayExecutor:
         )
         # A worker's death fails all its epochs at once; the first restarts the trial and the
         # others are no longer awaited.
-        events = [self._collect(ref) for ref in ready if ref in self._futures]
+        events = [e for ref in ready if ref in self._futures for e in self._collect(ref)]
         late = [o for o in self._watch.overdue() if self._running[o.key].ahead]
         return events + [self._fail(o.key, o.reason) for o in late]
 
@@ -158,7 +182,7 @@ class RayExecutor:
         return self.run_tasks(task, [args])[0]
 
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
-        return _run_tasks(self, task, calls)
+        return run_tasks(self, task, calls)
 
     def warm(self, task: Callable[[Dataset], None]) -> None:
         for actor in self._idle:
@@ -202,37 +226,40 @@ class RayExecutor:
         self._actors.discard(actor)
 
     def _begin(self, running: _Running) -> None:
-        """The trial's first epoch and, when it has one, its second."""
-        job = running.job
+        """The trial (again) from its first epoch."""
         running.ahead.clear()
-        running.asked = 1
-        self._watch.began(job.key)
-        self._track(running, running.actor.begin.remote(job.key, job.model, job.train))
-        if running.more():
-            self._ask(running)
+        running.asked = running.answered = 0
+        self._watch.began(running.job.key)
+        self._ask(running)
 
     def _ask(self, running: _Running) -> None:
-        running.asked += 1
-        self._track(running, running.actor.next_epoch.remote())
+        """Calls for the trial's next epochs, each of about `CALL_SECONDS` (well within the
+        watchdog's limit), until two are asked or the limit is reached."""
+        job = running.job
+        longest = min(CALL_SECONDS, self._watch.limit(job.key) / 2)
+        while count := running.next_call(longest):
+            first, running.asked = running.asked + 1, running.asked + count
+            if first == 1:
+                ref = running.actor.begin.remote(job.key, job.model, job.train, count)
+            else:
+                ref = running.actor.train_epochs.remote(count)
+            running.ahead.append(ref)
+            self._futures[ref] = job.key
 
-    def _track(self, running: _Running, ref: ray.ObjectRef) -> None:
-        running.ahead.append(ref)
-        self._futures[ref] = running.job.key
-
-    def _collect(self, ref: ray.ObjectRef) -> Event:
+    def _collect(self, ref: ray.ObjectRef) -> list[Event]:
         key = self._futures.pop(ref)
         running = self._running[key]
         running.ahead.remove(ref)
         try:
-            metrics = ray.get(ref)
+            trained = ray.get(ref)
         except RayTaskError as exc:  # the trial's own error (bad config, CUDA OOM, ...)
             cause = exc.cause if exc.cause is not None else exc
-            return self._fail(key, f"{type(cause).__name__}: {cause}")
+            return [self._fail(key, f"{type(cause).__name__}: {cause}")]
         except RayError as exc:  # the worker died, its node was lost, ...: run it again
-            return self._retry(key, exc)
-        running.epochs += 1
-        self._watch.epoch_ended(key, metrics.seconds)
-        return EpochDone(key, metrics)  # the worker is on the next epoch while the driver decides
+            return [self._retry(key, exc)]
+        for metrics in trained or []:
+            self._watch.epoch_ended(key, metrics.seconds)
+        return running.returned(trained or [])
 
     def _retry(self, key: int, error: Exception) -> Event:
         running, reason = self._running[key], _first_line(error)
@@ -246,39 +273,6 @@ class RayExecutor:
         running.actor = self.borrow()
         self._begin(running)
         return WorkerLost(key, running.attempt, reason)
-
-
-def _run_tasks(pool: RayExecutor, task: Callable[..., Result],
-               calls: list[tuple[Any, ...]]) -> list[Result]:  # fmt: skip
-    """`RayExecutor.run_tasks`: `calls` in chunks of one per slot, each on a worker."""
-    results: list[Result] = []
-    for start in range(0, len(calls), pool.slots):
-        chunk = calls[start : start + pool.slots]
-        actors = [pool.borrow() for _ in chunk]
-        refs = [a.run_task.remote(task, *args) for a, args in zip(actors, chunk, strict=True)]
-        results += [_task_result(pool, task, *run) for run in zip(actors, refs, chunk, strict=True)]
-    return results
-
-
-def _task_result(pool: RayExecutor, task: Callable[..., Result], actor: Any, ref: ray.ObjectRef,
-                 args: tuple[Any, ...], attempt: int = 0) -> Result:  # fmt: skip
-    """What `task` returned on `actor` (back to `pool`'s idle workers); run again on a new
-    worker if that one died. A worker whose task raised is replaced, not reused."""
-    try:
-        result: Result = ray.get(ref)
-    except RayTaskError as exc:  # the task's own error
-        pool.discard(actor)
-        raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
-    except RayError:
-        pool.discard(actor)
-        if attempt >= pool.max_retries:
-            raise
-        actor = pool.borrow()
-        return _task_result(
-            pool, task, actor, actor.run_task.remote(task, *args), args, attempt + 1
-        )
-    pool.give_back(actor)
-    return result
 
 
 def ready_refs(refs: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:

@@ -1,9 +1,9 @@
 """The Ray actor body that trains trials: holds the data and the trial being trained.
 
-It runs on two threads: training calls (`begin`, `next_epoch`, `weights`, `end`) and tasks
-(`run_task`, `warm`) run in order on one, and `stop` runs on the other (its own concurrency
-group), so the driver can stop an epoch the worker started ahead of time (see `executor`)
-between two mini-batches.
+It runs on two threads: training calls (`begin`, `train_epochs`, the packs' `begin_pack` and
+`next_epoch`, `weights`, `end`) and tasks (`run_task`, `warm`) run in order on one, and `stop`
+runs on the other (its own concurrency group), so the driver can stop epochs the worker started
+ahead of time (see `executor`) between two mini-batches.
 """
 
 from __future__ import annotations
@@ -59,13 +59,28 @@ class TrialWorker:
         """Train on `data` from now on (Ray hands the object store's copy, read-only)."""
         self.data = data
 
-    def begin(self, key: int, model: ModelConfig, train: TrainConfig) -> EpochMetrics | None:
+    def begin(self, key: int, model: ModelConfig, train: TrainConfig,
+              count: int = 1) -> list[EpochMetrics] | None:  # fmt: skip
+        """Build trial `key`'s network and train its first `count` epochs (`train_epochs`)."""
         from caviar.models.train import Trainer  # torch loads here, in the worker, not the driver
 
         assert self.data is not None, "use() the data first"
         self._switch_to(key)
         self.trainer = Trainer(self.data, model, train, threads=self.threads)
-        return self._epoch()
+        return self.train_epochs(count)
+
+    def train_epochs(self, count: int) -> list[EpochMetrics] | None:
+        """The trial's next `count` epochs, back to back, and their metrics (ending early at
+        one that diverged: the trial is over); None when it was stopped meanwhile."""
+        trained: list[EpochMetrics] = []
+        while len(trained) < count:
+            metrics = self._epoch()
+            if metrics is None:
+                return None
+            trained.append(metrics)
+            if metrics.diverged:
+                break
+        return trained
 
     def begin_pack(self, key: int, model: ModelConfig,
                    trains: dict[int, TrainConfig]) -> dict[int, EpochMetrics] | None:  # fmt: skip
@@ -81,10 +96,10 @@ class TrialWorker:
         self.trainer = PackedTrainer(self.data, model, trains, threads=self.threads)
         return self._pack_epoch()
 
-    def next_epoch(self) -> EpochMetrics | dict[int, EpochMetrics] | None:
-        """The next epoch's metrics (by member for a pack); None when it was stopped before
-        it finished."""
-        return self._epoch() if self._pack is None else self._pack_epoch()
+    def next_epoch(self) -> dict[int, EpochMetrics] | None:
+        """The pack's next epoch: its metrics by member; None when it was stopped before it
+        finished."""
+        return self._pack_epoch()
 
     def join(self, key: int, train: TrainConfig) -> None:
         """Trial `key` joins the pack, after the epochs asked for before (calls run in order)."""

@@ -10,7 +10,7 @@ configs and metrics and nothing else. Implementations: `caviar.cluster.executor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from caviar.models.config import ModelConfig, TrainConfig
@@ -27,6 +27,17 @@ class TrialJob:
     key: int
     model: ModelConfig
     train: TrainConfig
+    # The epochs after which the driver may stop the trial (its pruner's rungs); after any
+    # other epoch the driver always lets it go on, so its worker need not wait to hear it.
+    # None: after every epoch. (): never before the last.
+    decisions: tuple[int, ...] | None = None
+
+    def next_decision(self, epoch: int) -> int:
+        """The first epoch after `epoch` that the driver decides on (the last one at most)."""
+        last = self.train.epochs
+        if self.decisions is None:
+            return min(epoch + 1, last)
+        return min([last, *(d for d in self.decisions if d > epoch)])
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,8 @@ class TrialExecutor(Protocol):
         """Build the trial's network and train its first epoch."""
 
     def proceed(self, key: int) -> None:
-        """Train the trial's next epoch."""
+        """The trial goes on after its earliest epoch not yet answered (called once per
+        epoch the driver lets it go on after, in order)."""
 
     def release(self, key: int) -> None:
         """The trial is over; free its worker."""
@@ -150,7 +162,7 @@ def run_to_completion(
         while waiting and len(curves) < executor.slots:
             job = waiting.pop(0)
             curves[job.key] = []
-            executor.start(job)
+            executor.start(replace(job, decisions=()))  # nothing stops it before its end
         for event in executor.wait(timeout=0.5):
             outcome = _follow(executor, event, curves, epochs[event.key], keep_weights)
             if outcome is not None:

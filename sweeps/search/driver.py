@@ -31,6 +31,7 @@ from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Best, Incumbent, TrialEnd, Usage
 from caviar.sweeps.search.finale import Finale, FinaleResult
+from caviar.sweeps.search.samplers import decision_epochs
 from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.stages import StagePlan, open_stage, plan_stages, record_opening
 from caviar.sweeps.search.studies import (
@@ -165,7 +166,8 @@ class SweepDriver:
             live = take(self._live.get(seat) if seat is not None else None)
             if live is None:
                 return
-            job = TrialJob(live.number, live.model, live.train)
+            decisions = decision_epochs(live.plan.spec.pruner, live.plan.epochs)
+            job = TrialJob(live.number, live.model, live.train, decisions)
             if self._packs is not None and not self._packs.fits(job):
                 assert self._supply is not None
                 self._supply.hold(live)

@@ -74,3 +74,22 @@ def make_pruner(pruner: PrunerSpec, epochs: int) -> BasePruner:
             reduction_factor=pruner.reduction_factor,
         )
     return optuna.pruners.NopPruner()
+
+
+def decision_epochs(pruner: PrunerSpec, epochs: int) -> tuple[int, ...] | None:
+    """The epochs after which `pruner` can stop a trial of `epochs` epochs, where they are
+    known ahead (None: after any epoch); after the others the trial's worker trains on without
+    waiting for the driver. Successive halving decides at its rungs only (`min_epochs` times
+    powers of `reduction_factor`), the median pruner from its warm-up on; hyperband's rungs
+    depend on each trial's bracket."""
+    if pruner.kind is PrunerName.NONE:
+        return ()
+    if pruner.kind is PrunerName.MEDIAN:
+        return tuple(range(max(1, pruner.warmup_epochs), epochs))
+    if pruner.kind is PrunerName.SUCCESSIVE_HALVING:
+        rungs, rung = [], pruner.min_epochs
+        while rung < epochs:
+            rungs.append(rung)
+            rung *= pruner.reduction_factor
+        return tuple(rungs)
+    return None

@@ -105,8 +105,9 @@ def session_processes(sid: int) -> list[str]:
 def trial_workers(sid: int, training: bool = False) -> list[int]:
     """Process ids of the Ray trial workers a `caviar` command in session `sid` started;
     with `training`, only those training a trial now (Ray names a worker's process after the
-    call it runs: `ray::TrialWorker.begin`, `ray::TrialWorker.next_epoch`)."""
-    calls = ("TrialWorker.begin", "TrialWorker.next_epoch") if training else ("TrialWorker",)
+    call it runs: `ray::TrialWorker.begin`, `ray::TrialWorker.train_epochs`)."""
+    training_calls = ("TrialWorker.begin", "TrialWorker.train_epochs", "TrialWorker.next_epoch")
+    calls = training_calls if training else ("TrialWorker",)
     return [int(line.split()[0]) for line in session_processes(sid)
             if any(call in line for call in calls)]  # fmt: skip
 

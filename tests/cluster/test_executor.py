@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import ray
 
 from caviar.cluster.executor import RayExecutor
 from caviar.cluster.runtime import TrialResources, concurrent_slots
@@ -67,6 +68,41 @@ def test_releasing_a_trial_stops_the_epoch_it_started_ahead(data):
         (event,) = events_until(executor, lambda e: isinstance(e, EpochDone))
         assert event.key == JOB.key, "no event of the released trial arrives"
         assert time.monotonic() - started < 0.75 * first.metrics.seconds + 0.5
+    finally:
+        executor.close()
+
+
+def test_epochs_between_decisions_come_back_together_and_in_order(data):
+    """Its pruner decides only at epoch 8: the worker trains the epochs before it back to back,
+    several per call, and the driver still hears of every one, in order."""
+    job = TrialJob(3, JOB.model, JOB.train.model_copy(update={"epochs": 10}), decisions=(8,))
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    try:
+        executor.start(job)
+        batches: list[list[int]] = []
+        while not batches or batches[-1][-1] < 10:
+            epochs = [e.metrics.epoch for e in executor.wait(timeout=5.0)]
+            batches += [epochs] if epochs else []
+            for _ in (e for e in epochs if e < 10):
+                executor.proceed(job.key)
+        assert [e for batch in batches for e in batch] == list(range(1, 11))
+        assert max(len(batch) for batch in batches) > 2, "several epochs per call"
+    finally:
+        executor.close()
+
+
+def test_a_trial_stopped_at_a_decision_drops_the_epochs_trained_past_it(data):
+    job = TrialJob(4, JOB.model, JOB.train.model_copy(update={"epochs": 400}), decisions=(2,))
+    executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
+    try:
+        executor.start(job)
+        seen = events_until(executor, lambda e: e.metrics.epoch == 1)
+        executor.proceed(job.key)  # the worker goes on past epoch 2 while the driver decides
+        seen += events_until(executor, lambda e: e.metrics.epoch == 2)
+        assert [e.metrics.epoch for e in seen] == [1, 2]
+        past = list(executor._running[job.key].ahead)
+        executor.release(job.key)  # pruned at epoch 2
+        assert past and ray.get(past) == [None] * len(past), "stopped, not trained on"
     finally:
         executor.close()
 
