@@ -38,16 +38,25 @@ def events_until(executor, predicate, limit=60.0):
     raise AssertionError(f"no matching event within {limit}s; saw {seen}")
 
 
+def all_events_until(executor, predicate, limit=60.0):
+    """Every event up to the `wait` that brought one matching `predicate`, and that wait's."""
+    seen, deadline = [], time.monotonic() + limit
+    while not any(predicate(e) for e in seen):
+        assert time.monotonic() < deadline, f"no matching event within {limit}s; saw {seen}"
+        seen += executor.wait(timeout=1.0)
+    return seen
+
+
 def test_the_worker_trains_the_next_epoch_while_the_driver_decides(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=2)
     try:
         executor.start(JOB)
-        epochs = []
-        for _ in range(3):  # no `proceed`: the worker went ahead on its own
-            (event,) = events_until(executor, lambda e: isinstance(e, EpochDone))
-            epochs.append(event.metrics.epoch)
-            if event.metrics.epoch < 3:
-                executor.proceed(JOB.key)  # "go on" costs nothing: the epoch is under way
+        epochs: list[int] = []
+        while len(epochs) < 3:  # two epochs come without a word: the worker went ahead
+            for event in all_events_until(executor, lambda e: isinstance(e, EpochDone)):
+                epochs.append(event.metrics.epoch)
+                if event.metrics.epoch < 3:
+                    executor.proceed(JOB.key)  # "go on" costs nothing: the epoch is under way
         assert epochs == [1, 2, 3]
         assert executor.wait(timeout=1.0) == [], "nothing beyond the trial's epochs"
         assert executor.weights(JOB.key), "a finished trial's weights are its last epoch's"
@@ -96,10 +105,9 @@ def test_a_trial_stopped_at_a_decision_drops_the_epochs_trained_past_it(data):
     executor = RayExecutor(data, TrialResources(cpus=1), slots=1)
     try:
         executor.start(job)
-        seen = events_until(executor, lambda e: e.metrics.epoch == 1)
-        executor.proceed(job.key)  # the worker goes on past epoch 2 while the driver decides
-        seen += events_until(executor, lambda e: e.metrics.epoch == 2)
+        seen = all_events_until(executor, lambda e: e.metrics.epoch == 2)
         assert [e.metrics.epoch for e in seen] == [1, 2]
+        executor.proceed(job.key)  # after epoch 1: the worker goes on past 2 while it is decided
         past = list(executor._running[job.key].ahead)
         executor.release(job.key)  # pruned at epoch 2
         assert past and ray.get(past) == [None] * len(past), "stopped, not trained on"
