@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
@@ -32,8 +33,9 @@ from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.studies import default_storage, open_storage, study_name
 
 # Generated data sets are cached per test session, not in the user's ~/.cache (workers and
-# CLI subprocesses inherit the variable).
+# CLI subprocesses inherit the variable); the folder goes when the session ends.
 os.environ["CAVIAR_CACHE"] = tempfile.mkdtemp(prefix="caviar-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CAVIAR_CACHE"], ignore_errors=True)
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
