@@ -19,58 +19,24 @@ Where the actors come from (started now, or warm from the local cluster) is `act
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayError, RayTaskError
 
 from caviar.cluster.actors import FreshActors, WarmActors
+from caviar.cluster.running import RunningTrial
 from caviar.cluster.runtime import AUTH_HINT, TrialResources
 from caviar.cluster.tasks import run_tasks
 from caviar.cluster.watchdog import EpochWatch
 from caviar.cluster.worker import CONCURRENCY_GROUPS, TrialWorker
 from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
-from caviar.models.metrics import EpochMetrics
 
 Result = TypeVar("Result")
 CALL_SECONDS = 0.5  # a call trains about this long: the driver hears of epochs this often
-
-
-@dataclass
-class _Running:
-    job: TrialJob
-    actor: Any  # a TrialWorker actor handle
-    attempt: int = 0
-    epochs: int = 0  # epochs this trial's workers returned, over all attempts
-    ahead: deque[ray.ObjectRef] = field(default_factory=deque)  # calls asked for, in order
-    asked: int = 0  # the last epoch asked for in this attempt
-    answered: int = 0  # epochs of this attempt the driver let the trial go on after
-    seconds: float = 0.0  # how long its last epoch took (0: none yet)
-
-    def limit(self) -> int:
-        """The last epoch it may train now: the next one the driver decides on, and the
-        ones up to the decision after (trained while the driver decides; dropped if the
-        trial stops there)."""
-        return self.job.next_decision(self.job.next_decision(self.answered))
-
-    def returned(self, trained: list[EpochMetrics]) -> list[Event]:
-        """The epochs a call returned, as events (the worker is on the next ones already)."""
-        self.epochs += len(trained)
-        self.seconds = trained[-1].seconds if trained else self.seconds
-        return [EpochDone(self.job.key, metrics) for metrics in trained]
-
-    def next_call(self, longest: float) -> int:
-        """How many epochs to ask for next (0: none now, two calls are asked or the limit is
-        reached): up to the next epoch the driver decides on, and `longest` seconds of them at
-        most; one while no epoch's time is known (an epoch may take minutes)."""
-        if len(self.ahead) >= 2 or self.asked >= self.limit():
-            return 0
-        per_call = max(1, int(longest / self.seconds)) if self.seconds > 0 else 1
-        return min(self.job.next_decision(self.asked), self.asked + per_call) - self.asked
+CALL_MARGIN = 20  # at the last epoch's pace, a call takes this much less than the watchdog allows
 
 
 class RayExecutor:
@@ -91,7 +57,7 @@ class RayExecutor:
         actor_class = remote(concurrency_groups=CONCURRENCY_GROUPS)(TrialWorker)
         source = WarmActors if warm and resources.gpus == 0 else FreshActors
         self._actors = source(actor_class, resources)
-        self._running: dict[int, _Running] = {}
+        self._running: dict[int, RunningTrial] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
         self._warmed: set[Any] = set()  # workers that ran `warm` tasks
@@ -111,12 +77,14 @@ class RayExecutor:
         return self._slots
 
     def start(self, job: TrialJob) -> None:
-        running = _Running(job, self.borrow())
+        running = RunningTrial(job, self.borrow())
         self._running[job.key] = running
         self._begin(running)
 
     def proceed(self, key: int) -> None:
-        running = self._running[key]
+        running = self._running.get(key)
+        if running is None:  # it failed in the same wait that brought this epoch
+            return
         running.answered += 1
         self._ask(running)
 
@@ -161,6 +129,10 @@ class RayExecutor:
         # A worker's death fails all its epochs at once; the first restarts the trial and the
         # others are no longer awaited.
         events = [e for ref in ready if ref in self._futures for e in self._collect(ref)]
+        # Epochs of a worker that died in this same wait are not reported: the driver's word
+        # on them would count for the new worker, which trains them again.
+        restarted = {e.key for e in events if isinstance(e, WorkerLost)}
+        events = [e for e in events if not (isinstance(e, EpochDone) and e.key in restarted)]
         late = [o for o in self._watch.overdue() if self._running[o.key].ahead]
         return events + [self._fail(o.key, o.reason) for o in late]
 
@@ -225,26 +197,17 @@ class RayExecutor:
         self._warmed.discard(actor)
         self._actors.discard(actor)
 
-    def _begin(self, running: _Running) -> None:
+    def _begin(self, running: RunningTrial) -> None:
         """The trial (again) from its first epoch."""
-        running.ahead.clear()
-        running.asked = running.answered = 0
+        running.restart()
         self._watch.began(running.job.key)
         self._ask(running)
 
-    def _ask(self, running: _Running) -> None:
+    def _ask(self, running: RunningTrial) -> None:
         """Calls for the trial's next epochs, each of about `CALL_SECONDS` (well within the
         watchdog's limit), until two are asked or the limit is reached."""
-        job = running.job
-        longest = min(CALL_SECONDS, self._watch.limit(job.key) / 2)
-        while count := running.next_call(longest):
-            first, running.asked = running.asked + 1, running.asked + count
-            if first == 1:
-                ref = running.actor.begin.remote(job.key, job.model, job.train, count)
-            else:
-                ref = running.actor.train_epochs.remote(count)
-            running.ahead.append(ref)
-            self._futures[ref] = job.key
+        longest = min(CALL_SECONDS, self._watch.limit(running.job.key) / CALL_MARGIN)
+        self._futures.update(dict.fromkeys(running.ask(longest), running.job.key))
 
     def _collect(self, ref: ray.ObjectRef) -> list[Event]:
         key = self._futures.pop(ref)
