@@ -220,9 +220,10 @@ class RayExecutor:
             return [self._fail(key, f"{type(cause).__name__}: {cause}")]
         except RayError as exc:  # the worker died, its node was lost, ...: run it again
             return [self._retry(key, exc)]
-        for metrics in trained or []:
+        trained = trained or []  # None: stopped, which only a released trial is
+        for metrics in trained:
             self._watch.epoch_ended(key, metrics.seconds)
-        return running.returned(trained or [])
+        return running.returned(trained)
 
     def _retry(self, key: int, error: Exception) -> Event:
         running, reason = self._running[key], _first_line(error)

@@ -60,7 +60,7 @@ class TrialWorker:
         self.data = data
 
     def begin(self, key: int, model: ModelConfig, train: TrainConfig,
-              count: int = 1) -> list[EpochMetrics] | None:  # fmt: skip
+              count: int) -> list[EpochMetrics] | None:  # fmt: skip
         """Build trial `key`'s network and train its first `count` epochs (`train_epochs`)."""
         from caviar.models.train import Trainer  # torch loads here, in the worker, not the driver
 

@@ -9,6 +9,7 @@ configs and metrics and nothing else. Implementations: `caviar.cluster.executor.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -37,7 +38,8 @@ class TrialJob:
         last = self.train.epochs
         if self.decisions is None:
             return min(epoch + 1, last)
-        return min([last, *(d for d in self.decisions if d > epoch)])
+        after = bisect_right(self.decisions, epoch)  # they are in order, one per epoch at most
+        return min(last, self.decisions[after]) if after < len(self.decisions) else last
 
 
 @dataclass(frozen=True)
