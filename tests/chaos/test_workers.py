@@ -43,12 +43,19 @@ def training_worker(driver: Command) -> int:
 
 
 def test_a_worker_killed_three_times_mid_trial_costs_nothing_but_time(tmp_path):
-    spec = write_spec(tmp_path, SLOW)
+    # Long enough trials that the kills land in the search, not in the champion's seeds after
+    # it: a worker returns up to 0.5 s of epochs at once, so progress comes in jumps.
+    spec = write_spec(tmp_path, {**SLOW, "train": {**SLOW["train"], "epochs": 30}})
     run_dir = tmp_path / "runs"
     driver = Command(tmp_path, "sweep", spec, "--run-dir", run_dir)
     try:
-        for kill in range(3):
-            driver.until(lambda k=kill: epochs_done(run_dir) >= 6 * (k + 1))
+        for kill in range(3):  # each once the kill before has cost its trial a restart
+            driver.until(
+                lambda k=kill: (
+                    driver.output().count("worker lost") >= k
+                    and epochs_done(run_dir) >= 6 * (k + 1)
+                )
+            )
             os.kill(training_worker(driver), signal.SIGKILL)
         assert driver.wait(timeout=300) == 0, driver.output()
     finally:
