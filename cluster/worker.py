@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from caviar.cluster.reaper import holder_gone
+from caviar.models.collector import pause_collector
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.executor import Weights
@@ -36,10 +37,13 @@ class TrialWorker:
 
     def __init__(self, threads: int) -> None:
         # torch loads now, while the driver still prepares: the first trial finds it loaded.
+        # The garbage collector's passes would walk its objects again and again meanwhile.
+        loaded = pause_collector()
         import torch
 
         import caviar.models.train  # noqa: F401
 
+        loaded()
         torch.set_num_threads(max(1, threads))  # tasks (a packed run) too, not only trials
 
         self.data: Dataset | None = None  # the sweep's data, given by `use`

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from caviar.cluster.executor import RayExecutor
 from caviar.cluster.hosted import Hosted
 from caviar.cluster.pool import ray_workers
 from caviar.cluster.runtime import TrialResources
+from caviar.models.collector import collector_paused
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
@@ -113,7 +114,22 @@ def execute_sweep(
     What can overlap does: the data is made and MLflow imported in threads while Ray starts
     (waiting on its processes, it leaves the CPU idle) and its workers load torch; MLflow
     opens in its writer's thread (on the local cluster, MLflow stays loaded in a process of
-    the cluster instead: `record.hosted`). Nothing is written before the data is good."""
+    the cluster instead: `record.hosted`). Nothing is written before the data is good.
+    Python's garbage collector is paused until the driver starts (`models.collector`)."""
+    with collector_paused() as started:
+        return _start(spec, where, ray_address, console, source, incumbent, started)
+
+
+def _start(
+    spec: SweepSpec,
+    where: Locations,
+    ray_address: str | None,
+    console: Console,
+    source: dict[str, str],
+    incumbent: Incumbent | None,
+    started: Callable[[], None],
+) -> SweepOutcome:
+    """Ray, its workers and the data (overlapping), then the sweep (`_drive`)."""
     refuse_if_busy(where.run_dir, spec.name)
     refuse_if_leased(where.storage_url, spec.name)
     local = joined_cluster(ray_address, where.run_dir, console)
@@ -135,7 +151,9 @@ def execute_sweep(
             executor.load(data)
             where.run_dir.mkdir(parents=True, exist_ok=True)
             with sweep_lock(where.run_dir, spec.name), sweep_lease(where.storage_url, spec.name):
-                return _drive(spec, where, source, incumbent, data, executor, console, host)
+                return _drive(
+                    spec, where, source, incumbent, data, executor, console, started, host
+                )
 
 
 def _drive(
@@ -146,9 +164,11 @@ def _drive(
     data: Dataset,
     executor: TrialExecutor,
     console: Console,
+    started: Callable[[], None],
     host: Hosted | None = None,
 ) -> SweepOutcome:
-    """The sweep itself, under its lock: studies, record, the driver loop, the champion."""
+    """The sweep itself, under its lock: studies, record, the driver loop, the champion.
+    `started()` once everything is ready, just before the first trial."""
     start = time.perf_counter()
     storage = open_storage(where.storage_url)
     check_unchanged(storage, spec)  # before anything is written
@@ -158,6 +178,7 @@ def _drive(
         folder = where.run_dir / "checkpoints" / spec.name
         champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
         driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
+        started()
         result = driver.run()
     seconds = time.perf_counter() - start
     return SweepOutcome(result, seconds, tracker.seconds, where, spec.model_name)
