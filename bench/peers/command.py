@@ -1,7 +1,9 @@
 """`python -m bench peers` (`make bench-peers`): every system on the workload, each run in a
-fresh process, `--repeats` times; the table shows each system's median run: whole-process
-wall, time to first trial, epochs, epochs per second, best validation accuracy, scheduling
-efficiency (epoch compute / (slots x trial phase)), and caviar's ratios to the peers.
+fresh process, `--repeats` times; the table shows each system's median run (whole-process
+wall, epochs, epochs per second, best validation accuracy), the median and range over all
+its runs of the time to first trial and of the scheduling efficiency (epoch compute /
+(slots x trial phase)), the epochs per second of all its runs together (runs differ in how
+many epochs TPE and the pruner let through), and caviar's ratios to the peers.
 
 caviar runs cold (embedded Ray, a new process: what `caviar sweep` costs from nothing) and
 warm (`caviar cluster up` once, then one sweep to warm the workers, then the measured ones)."""
@@ -90,29 +92,40 @@ def _warm_runs(out: Path, console: Console, repeats: int) -> list[dict[str, Any]
 
 
 def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median whole-process wall."""
+    """The run with the median whole-process wall; time to first trial and efficiency as
+    medians (and ranges) over all the runs, each on its own."""
     walls = sorted(rows, key=lambda r: r["wall"])
     middle = walls[(len(walls) - 1) // 2]
-    return {**middle, "spread": (walls[0]["wall"], walls[-1]["wall"]),
-            "median_epochs": statistics.median(r["epochs"] for r in rows)}  # fmt: skip
+    of_runs = {key: _range([r[key] for r in rows]) for key in ("first_trial_after", "efficiency")}
+    pace = sum(r["epochs"] for r in rows) / sum(r["wall"] for r in rows)  # all runs' epochs/s
+    return {**middle, "spread": (walls[0]["wall"], walls[-1]["wall"]), "of_runs": of_runs,
+            "pace": pace}  # fmt: skip
+
+
+def _range(values: list[float]) -> tuple[float, float, float]:
+    """Median, lowest, highest."""
+    return statistics.median(values), min(values), max(values)
 
 
 def _table(medians: dict[str, dict[str, Any]]) -> Table:
-    table = Table("system", "whole process (min-max)", "first trial after", "epochs",
-                  "epochs/s", "best val", "efficiency",
+    table = Table("system", "whole process (min-max)", "first trial after, median (min-max)",
+                  "epochs", "epochs/s", "epochs/s, all runs", "best val",
+                  "efficiency, median (min-max)",
                   title=f"{w.TRIALS} trials x <= {w.EPOCHS} epochs, {w.SLOTS} at a time, "
-                  "MNIST-1D 3,200/800, median run")  # fmt: skip
+                  "MNIST-1D 3,200/800: median run (first trial, efficiency: all runs)")  # fmt: skip
     for name, row in medians.items():
         low, high = row["spread"]
+        first, efficiency = row["of_runs"]["first_trial_after"], row["of_runs"]["efficiency"]
         table.add_row(f"{name}: {row['system']}", f"{row['wall']:.1f} s ({low:.1f}-{high:.1f})",
-                      f"{row['first_trial_after']:.2f} s", str(row["epochs"]),
-                      f"{row['epochs'] / row['wall']:.1f}", f"{row['best_val']:.3f}",
-                      f"{row['efficiency']:.2f}")  # fmt: skip
+                      "{:.2f} s ({:.2f}-{:.2f})".format(*first), str(row["epochs"]),
+                      f"{row['epochs'] / row['wall']:.1f}", f"{row['pace']:.1f}",
+                      f"{row['best_val']:.3f}",
+                      "{:.2f} ({:.2f}-{:.2f})".format(*efficiency))  # fmt: skip
     ours = {n: r for n, r in medians.items() if n.startswith("caviar")}
     theirs = {n: r for n, r in medians.items() if not n.startswith("caviar")}
     for mine, m in ours.items():
         for peer, p in theirs.items():
-            table.add_row(f"{mine} / {peer}", f"{m['wall'] / p['wall']:.2f}x",
-                          f"{m['first_trial_after'] / p['first_trial_after']:.2f}x",
-                          "", "", "", "")  # fmt: skip
+            first = m["of_runs"]["first_trial_after"][0] / p["of_runs"]["first_trial_after"][0]
+            table.add_row(f"{mine} / {peer}", f"{m['wall'] / p['wall']:.2f}x", f"{first:.2f}x",
+                          "", "", "", "", "")  # fmt: skip
     return table
