@@ -39,11 +39,12 @@ class TrialWorker:
         # torch loads now, while the driver still prepares: the first trial finds it loaded.
         # The garbage collector's passes would walk its objects again and again meanwhile.
         loaded = pause_collector()
-        import torch
+        try:
+            import torch
 
-        import caviar.models.train  # noqa: F401
-
-        loaded()
+            import caviar.models.train  # noqa: F401
+        finally:
+            loaded()
         torch.set_num_threads(max(1, threads))  # tasks (a packed run) too, not only trials
 
         self.data: Dataset | None = None  # the sweep's data, given by `use`
