@@ -11,6 +11,7 @@ from caviar.models.collector import collector_paused, pause_collector
 @pytest.fixture(autouse=True)
 def collector_as_found() -> Iterator[None]:
     enabled = gc.isenabled()
+    gc.unfreeze()  # whatever ran before in this session (the CLI's exit freezes) starts unfrozen
     yield
     gc.unfreeze()  # the test session's objects go back within the collector's reach
     if enabled:
