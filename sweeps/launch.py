@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
 from caviar.cluster import local as local_cluster
+from caviar.cluster.child_process import ChildProcess
 from caviar.cluster.executor import RayExecutor
 from caviar.cluster.hosted import Hosted
 from caviar.cluster.pool import ray_workers
@@ -23,7 +25,7 @@ from caviar.models.collector import collector_paused
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
-from caviar.sweeps.record.hosted import HostedOperations, MlflowHost
+from caviar.sweeps.record.hosted import Host, MlflowHost, hosted_writer, loaded_host
 from caviar.sweeps.record.provenance import flat_params, provenance
 from caviar.sweeps.record.tracking import (
     Tracker,
@@ -33,7 +35,6 @@ from caviar.sweeps.record.tracking import (
 )
 from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
-from caviar.sweeps.record.writer import preload as preload_mlflow
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
 from caviar.sweeps.search.lease import refuse_if_leased, sweep_lease
@@ -111,10 +112,11 @@ def execute_sweep(
     """Run (or continue) `spec`. `source` holds the files it came from, kept with the sweep's
     MLflow run; `incumbent` is the champion a re-tune must beat.
 
-    What can overlap does: the data is made and MLflow imported in threads while Ray starts
-    (waiting on its processes, it leaves the CPU idle) and its workers load torch; MLflow
-    opens in its writer's thread (on the local cluster, MLflow stays loaded in a process of
-    the cluster instead: `record.hosted`). Nothing is written before the data is good.
+    What can overlap does: the data is made in a thread and MLflow imported in a child
+    process while Ray starts (waiting on its processes, it leaves the CPU idle) and its
+    workers load torch; MLflow's writes are applied in that child (on the local cluster, in
+    a process of the cluster that keeps MLflow loaded: `record.hosted`). Nothing is written
+    before the data is good.
     Python's garbage collector is paused until the driver starts (`models.collector`)."""
     with collector_paused() as started:
         return _start(spec, where, ray_address, console, source, incumbent, started)
@@ -133,20 +135,24 @@ def _start(
     refuse_if_busy(where.run_dir, spec.name)
     refuse_if_leased(where.storage_url, spec.name)
     local = joined_cluster(ray_address, where.run_dir, console)
-    # On the local cluster, the run directory's own MLflow store is written by a process of
-    # the cluster that keeps MLflow loaded. A tracking server may want the user's
-    # credentials, which the cluster's processes need not have: those writes stay here.
-    hosted_mlflow = local is not None and not where.tracking_uri
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as background:
+    # MLflow's writes are applied in another process, never by a thread of the driver (the
+    # store's Python work would take the interpreter lock from the driver's loop). On the
+    # local cluster, the run directory's own store is written by a process of the cluster
+    # that keeps MLflow loaded. Otherwise, and for a tracking server (which may want the
+    # user's credentials, which the cluster's processes need not have), by a child of this
+    # process, which imports MLflow while Ray starts.
+    on_cluster = local is not None and not where.tracking_uri
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as background:
         data_ready = background.submit(build_dataset, spec.data)
-        if not hosted_mlflow:
-            background.submit(preload_mlflow, where.tracking)  # a failure shows when used
         # A small or cached data set is ready at once: a bad file ends the command before
         # Ray starts. Larger ones go on loading while it does.
         if wait([data_ready], timeout=DATA_HEAD_START).done:
             data_ready.result()
-        with workers(spec, ray_address, console, local) as executor:
-            host = Hosted("mlflow", MlflowHost, concurrency=4) if hosted_mlflow else None
+        with (
+            mlflow_child(where.tracking, wanted=not on_cluster) as child,
+            workers(spec, ray_address, console, local) as executor,
+        ):
+            host = child or Hosted("mlflow", MlflowHost, concurrency=4)
             data = data_ready.result()  # a DataError ends it here, with nothing written
             executor.load(data)
             where.run_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +160,18 @@ def _start(
                 return _drive(
                     spec, where, source, incumbent, data, executor, console, started, host
                 )
+
+
+@contextmanager
+def mlflow_child(tracking: str, wanted: bool) -> Iterator[ChildProcess | None]:
+    """A child process that imports MLflow at once and applies the sweep's MLflow writes;
+    closed when the sweep ends (its writer has drained by then)."""
+    child = ChildProcess(partial(loaded_host, tracking), concurrency=4) if wanted else None
+    try:
+        yield child
+    finally:
+        if child is not None:
+            child.close()
 
 
 def _drive(
@@ -165,7 +183,7 @@ def _drive(
     executor: TrialExecutor,
     console: Console,
     started: Callable[[], None],
-    host: Hosted | None = None,
+    host: Host | None = None,
 ) -> SweepOutcome:
     """The sweep itself, under its lock: studies, record, the driver loop, the champion.
     `started()` once everything is ready, just before the first trial."""
@@ -221,18 +239,17 @@ def workers(
 
 
 def open_record(
-    spec: SweepSpec, where: Locations, source: dict[str, str], host: Hosted | None = None
+    spec: SweepSpec, where: Locations, source: dict[str, str], host: Host | None = None
 ) -> Tracker:
     """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files.
-    With `host` (an `MlflowHost` the local cluster keeps), MLflow is not loaded here."""
+    With `host` (an `MlflowHost` in another process), MLflow is not loaded here."""
     experiment = spec.experiment_name
     artifacts = None if where.tracking_uri else local_artifacts(where.run_dir, experiment)
     spool = spool_dir(where.run_dir, spec.name)
-    target = (where.tracking, experiment, artifacts)
-    operations = None if host is None else lambda: HostedOperations(host, host.restart, target)
-    writer = MlflowWriter(
-        where.tracking, experiment, spool, artifacts, background=True, operations=operations
-    )
+    if host is None:
+        writer = MlflowWriter(where.tracking, experiment, spool, artifacts, background=True)
+    else:
+        writer = hosted_writer(host, where.tracking, experiment, spool, artifacts)
     tracker = Tracker(writer, spec.name)
     resolved = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.start_sweep(

@@ -1,8 +1,11 @@
-"""MLflow writes applied by another process that keeps MLflow loaded between sweeps.
+"""MLflow writes applied by another process than the sweep's driver.
 
-A sweep on the local cluster does not import MLflow (1.5 s of CPU, taken from the trials
-while they start): its writer's operations go to an `MlflowHost` that the cluster keeps
-warm (`caviar.cluster.hosted`). The journal, the order and the outage handling stay the
+A sweep's writer journals its operations and sends each to an `MlflowHost` in another
+process: on the local cluster one the cluster keeps warm between sweeps (`caviar.cluster.
+hosted`: the sweep does not import MLflow, 1.5 s of CPU taken from the trials while they
+start), otherwise a child of the driver (`caviar.cluster.child_process`). Either way the
+store's Python work (about 10 ms a trial on a local store) does not take the interpreter
+lock from the driver's loop. The journal, the order and the outage handling stay the
 writer's (`writer`, `applier`); only the application of each operation moves. The host
 classifies a failure where MLflow is loaded and answers with the kind and the reason.
 
@@ -16,16 +19,27 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from caviar.sweeps.record.applier import refusal
 from caviar.sweeps.record.journal import Op
 from caviar.sweeps.record.store_template import seed_store, sqlite_file
+from caviar.sweeps.record.writer import MlflowWriter, preload
 
 if TYPE_CHECKING:
     from caviar.sweeps.record.operations import MlflowOperations
-
 Call = Callable[..., Any]
+
+
+class Host(Protocol):
+    """Where an `MlflowHost` lives: a process of the local cluster (`caviar.cluster.hosted`)
+    or a child of the driver (`caviar.cluster.child_process`)."""
+
+    def __call__(self, method: str, *args: Any) -> Any: ...
+    def restart(self) -> None: ...
+
+
 Target = tuple[str, str, str | None]  # tracking URI, experiment, artifact location
 
 
@@ -94,6 +108,24 @@ class MlflowHost:
                     client, target[1], target[2]
                 )
             return self._writers[writer]
+
+
+def loaded_host(tracking_uri: str) -> MlflowHost:
+    """An `MlflowHost` with the store module for `tracking_uri` imported too: what a sweep's
+    child process builds while Ray starts (`caviar.cluster.child_process`)."""
+    preload(tracking_uri)
+    return MlflowHost()
+
+
+def hosted_writer(
+    host: Host, tracking_uri: str, experiment: str, spool: Path, artifacts: str | None
+) -> MlflowWriter:
+    """A sweep's background writer whose operations `host` applies."""
+    target = (tracking_uri, experiment, artifacts)
+    return MlflowWriter(
+        tracking_uri, experiment, spool, artifacts, background=True,
+        operations=lambda: HostedOperations(host, host.restart, target),
+    )  # fmt: skip
 
 
 class HostedOperations:

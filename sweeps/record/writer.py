@@ -3,7 +3,8 @@
 Writes are small operations (create a run, log a batch, set a status, upload a folder, register
 a model) on runs named by keys that caviar chooses (see `operations`). Each operation is first
 appended to the journal (`journal`), then applied by a background thread, so the sweep never
-waits for MLflow. When the tracking server cannot be reached, the thread keeps the operation
+waits for MLflow (in a sweep, that thread hands each operation to another process, which
+applies it: `hosted`). When the tracking server cannot be reached, the thread keeps the operation
 and everything after it and retries every `retry_seconds`; what is still waiting when the sweep
 ends stays in the journal, and `caviar sync` (or the next sweep of the same name) sends it. A
 write the server refuses is set aside with its reason (`applier`) and never holds up the rest.
