@@ -86,7 +86,8 @@ def warm_up(data: Dataset) -> None:
 
     _quiet_mlflow()
     tiny = nn.Sequential(nn.Linear(data.n_features, 2)).eval()
-    _store(tiny, torch.zeros(2, data.n_features), Path(tempfile.mkdtemp()))
+    with tempfile.TemporaryDirectory() as folder:
+        _store(tiny, torch.zeros(2, data.n_features), Path(folder))
 
 
 def deployable_network(

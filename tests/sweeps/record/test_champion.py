@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import mlflow
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.models.sources import DigitsSource
-from caviar.sweeps.record.champion_export import raw_frame
+from caviar.sweeps.record.champion_export import raw_frame, warm_up
 from caviar.sweeps.search.studies import CHAMPION, CHECKPOINT
 from tests.conftest import run_local_sweep
 
@@ -152,3 +153,10 @@ def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path):
         assert accuracy == pytest.approx(recorded, abs=0.05), (accuracy, recorded)
     assert recorded > 0.8
     assert json.loads(version.tags["features"]) == ["temperature", "humidity", "altitude", "noise"]
+
+
+def test_readying_the_champions_export_leaves_no_files_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch files go
+    warm_up(build_dataset(DigitsSource(source="digits")))
+    ours = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")]
+    assert ours == [], "a scratch folder per sweep was left in the temporary directory"
