@@ -3,11 +3,11 @@
 What a sweep's driver hands to a helper so that the helper's Python work does not take the
 interpreter lock from the driver's loop: the MLflow writes of a sweep that runs without the
 local cluster (on the cluster, `hosted.Hosted` keeps them in a process that stays warm). The
-child starts with the same interpreter, environment and working directory (a relative store
-path means the same file), builds its object while the caller goes on, and ends when the
-caller closes it or is gone (its ends of the pipes close). It ignores Ctrl-C and SIGTERM
-sent to the whole process group: the driver stops on them the way it chooses, draining its
-writes through the child first.
+child starts with the same interpreter, environment, import path and working directory (a
+relative store path means the same file), builds its object while the caller goes on, and
+ends when the caller closes it or is gone (its ends of the pipes close). It ignores Ctrl-C
+and SIGTERM sent to the whole process group: the driver stops on them the way it chooses,
+draining its writes through the child first.
 
 `ChildProcess(build, concurrency)(method, *args)` calls `build()`'s `method`; `concurrency`
 calls run at once (one pipe each, served by threads of the child). A child that has died
@@ -16,6 +16,7 @@ raises `ConnectionError`, and the next call starts a fresh one.
 
 from __future__ import annotations
 
+import os
 import pickle
 import queue
 import signal
@@ -86,7 +87,11 @@ class ChildProcess:
         pairs = [socket.socketpair() for _ in range(self._concurrency)]
         ends = [child.fileno() for _, child in pairs]
         command = [sys.executable, "-c", f"from {__name__} import serve; serve({ends})"]
-        self._process = subprocess.Popen(command, pass_fds=ends)
+        # The child imports what this process can: its `sys.path`, whichever way it was made.
+        path = os.pathsep.join(entry for entry in sys.path if entry)
+        self._process = subprocess.Popen(
+            command, pass_fds=ends, env={**os.environ, "PYTHONPATH": path}
+        )
         self._free = queue.Queue()
         for mine, child in pairs:
             child.close()

@@ -31,6 +31,16 @@ def test_calls_are_answered_by_one_child_process_with_the_callers_directory(tmp_
         child.close()
 
 
+def test_the_child_imports_what_the_caller_can(tmp_path, monkeypatch):
+    (tmp_path / "only_here.py").write_text("ANSWER = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # as a notebook's sys.path.insert would
+    child = ChildProcess(partial(importlib.import_module, "only_here"))
+    try:
+        assert child("__getattribute__", "ANSWER") == 42
+    finally:
+        child.close()
+
+
 def test_calls_from_several_threads_at_once_each_get_their_own_answer():
     child = os_in_child(concurrency=3)
     try:
