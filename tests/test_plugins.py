@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 
 import mlflow
 import pandas as pd
@@ -83,7 +84,7 @@ def test_a_plugin_family_and_source_sweep_prune_resume_and_publish(tmp_path):
     assert len(again.study("search").trials) == 4
     mlflow.set_tracking_uri(sweep.tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model("models:/tiny@champion")
+        model = mlflow.pyfunc.load_model("models:/tiny@champion", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(None)
     data = build_dataset(sweep.spec.data)
@@ -136,6 +137,11 @@ def test_the_python_api_runs_a_plugin_sweep_and_loads_its_champion(tmp_path, mon
     assert outcome.where.run_dir.name == "runs"
     report = caviar.status({"name": "api", **PLUGIN}, run_dir="runs")
     assert report["best"]["trial"] == outcome.best.label
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where MLflow's copy goes
     model = caviar.load_champion("api", run_dir="runs")
+    left = [p for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == [], "loading left a copy of the model behind"
     points = pd.DataFrame({"y": [0.5, -0.2], "x": [0.1, 0.3]})  # named columns, any order
     assert list(model.predict(points).columns) == ["arm-0", "arm-1", "arm-2"]

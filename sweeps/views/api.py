@@ -4,6 +4,7 @@ spec in any form and hand it to the same launch, status and registry code."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,11 @@ def load_champion(
     uri = tracking_uri or default_tracking_uri(Path(run_dir))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    # MLflow copies the model's files into a new temporary folder and leaves it there; the
+    # champion reads them all while it loads, so the copy goes once it has loaded.
     try:
-        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        with tempfile.TemporaryDirectory(prefix="caviar-champion-") as copy:
+            return mlflow.pyfunc.load_model(f"models:/{name}@{alias}", dst_path=copy)
     finally:
         mlflow.set_tracking_uri(previous)
 

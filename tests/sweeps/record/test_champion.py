@@ -38,9 +38,11 @@ def test_champion_is_registered_under_the_sweep_name(swept, registry):
     assert swept.study("coarse").user_attrs[CHAMPION] == swept.best.label
 
 
-def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(swept, registry):
+def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(
+    swept, registry, tmp_path
+):
     data = build_dataset(swept.spec.data)
-    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    model = mlflow.pyfunc.load_model("models:/tiny@champion", dst_path=str(tmp_path))
     probabilities = model.predict(raw_frame(data, data.x_test))
     assert list(probabilities.columns) == [str(i) for i in range(10)]
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -52,13 +54,13 @@ def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(swept
     assert accuracy > 0.5  # ten classes: far above chance
 
 
-def test_champion_carries_signature_input_example_and_classes(swept, registry):
+def test_champion_carries_signature_input_example_and_classes(swept, registry, tmp_path):
     version = registry.get_model_version_by_alias("tiny", "champion")
     info = mlflow.models.get_model_info(f"models:/tiny/{version.version}")
     assert info.signature.inputs.input_names() == [f"pixel_{i}" for i in range(64)]
     assert info.signature.outputs.input_names() == [str(i) for i in range(10)]
     assert info.saved_input_example_info is not None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/tiny/{version.version}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/tiny/{version.version}", dst_path=str(tmp_path))
     data = build_dataset(swept.spec.data)
     labels = pyfunc.predict(raw_frame(data, data.x_test[:7]), params={"output": "label"})
     assert list(labels.columns) == ["label"] and len(labels) == 7
@@ -96,7 +98,7 @@ def test_a_champion_whose_weights_were_lost_is_retrained_identically(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     try:
-        model = mlflow.pyfunc.load_model("models:/tiny@champion")
+        model = mlflow.pyfunc.load_model("models:/tiny@champion", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(None)
     predicted = model.predict(raw_frame(data, data.x_val)).idxmax(axis=1).to_numpy()
@@ -138,7 +140,7 @@ def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path):
     recorded = client.get_run(version.run_id).data.metrics["test_accuracy"]
     mlflow.set_tracking_uri(uri)
     try:
-        model = mlflow.pyfunc.load_model("models:/tiny@champion")
+        model = mlflow.pyfunc.load_model("models:/tiny@champion", dst_path=str(tmp_path))
         inputs = mlflow.models.get_model_info("models:/tiny@champion").signature.inputs
     finally:
         mlflow.set_tracking_uri(None)
