@@ -16,7 +16,6 @@ import math
 import shutil
 import time
 from collections import deque
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,10 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.app import app
-from caviar.cluster.child_process import ChildProcess
 from caviar.models.executor import EpochDone, Event, TrialJob
 from caviar.models.metrics import EpochMetrics
-from caviar.sweeps.record.hosted import hosted_writer, loaded_host
+from caviar.sweeps.launch import mlflow_child
+from caviar.sweeps.record.hosted import hosted_writer
 from caviar.sweeps.record.tracking import Tracker, local_artifacts, spool_dir
 from caviar.sweeps.search.driver import SweepDriver
 from caviar.sweeps.search.specfile import load_spec
@@ -135,24 +134,22 @@ def run(trials: int, sampler: str, folder: Path) -> dict[str, float]:
     loaded = load_spec(path)
     storage = open_storage(default_storage(folder))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    child = ChildProcess(partial(loaded_host, uri), 4)  # where a sweep applies its MLflow writes
-    writer = hosted_writer(child, uri, loaded.name, spool_dir(folder, loaded.name),
-                           local_artifacts(folder, loaded.name))  # fmt: skip
-    tracker = Tracker(writer, loaded.name)
     decided: list[float] = []
-    end_sweep = tracker.end_sweep
+    with mlflow_child(uri, wanted=True) as child:  # where a sweep applies its MLflow writes
+        assert child is not None
+        writer = hosted_writer(child, uri, loaded.name, spool_dir(folder, loaded.name),
+                               local_artifacts(folder, loaded.name))  # fmt: skip
+        tracker = Tracker(writer, loaded.name)
+        end_sweep = tracker.end_sweep
 
-    def ends(status: str = "FINISHED") -> int:  # the last trial is told: MLflow may lag
-        decided.append(time.perf_counter())
-        return end_sweep(status)
+        def ends(status: str = "FINISHED") -> int:  # the last trial is told: MLflow may lag
+            decided.append(time.perf_counter())
+            return end_sweep(status)
 
-    tracker.end_sweep = ends  # type: ignore[method-assign]
-    start = time.perf_counter()
-    try:
+        tracker.end_sweep = ends  # type: ignore[method-assign]
+        start = time.perf_counter()
         SweepDriver(loaded, storage, tracker, InstantExecutor(), Quiet()).run()
-    finally:
-        child.close()
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
     loop = decided[0] - start
     return {
         "trials": trials,

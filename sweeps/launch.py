@@ -34,7 +34,6 @@ from caviar.sweeps.record.tracking import (
     spool_dir,
 )
 from caviar.sweeps.record.view import trials_view
-from caviar.sweeps.record.writer import MlflowWriter
 from caviar.sweeps.search.best import Best, Incumbent
 from caviar.sweeps.search.driver import SweepDriver, SweepResult
 from caviar.sweeps.search.lease import refuse_if_leased, sweep_lease
@@ -183,7 +182,7 @@ def _drive(
     executor: TrialExecutor,
     console: Console,
     started: Callable[[], None],
-    host: Host | None = None,
+    host: Host,
 ) -> SweepOutcome:
     """The sweep itself, under its lock: studies, record, the driver loop, the champion.
     `started()` once everything is ready, just before the first trial."""
@@ -238,18 +237,13 @@ def workers(
         yield pool
 
 
-def open_record(
-    spec: SweepSpec, where: Locations, source: dict[str, str], host: Host | None = None
-) -> Tracker:
-    """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files.
-    With `host` (an `MlflowHost` in another process), MLflow is not loaded here."""
+def open_record(spec: SweepSpec, where: Locations, source: dict[str, str], host: Host) -> Tracker:
+    """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files;
+    its writes are applied by `host` (an `MlflowHost` in another process)."""
     experiment = spec.experiment_name
     artifacts = None if where.tracking_uri else local_artifacts(where.run_dir, experiment)
     spool = spool_dir(where.run_dir, spec.name)
-    if host is None:
-        writer = MlflowWriter(where.tracking, experiment, spool, artifacts, background=True)
-    else:
-        writer = hosted_writer(host, where.tracking, experiment, spool, artifacts)
+    writer = hosted_writer(host, where.tracking, experiment, spool, artifacts)
     tracker = Tracker(writer, spec.name)
     resolved = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.start_sweep(
