@@ -27,8 +27,8 @@ from rich.table import Table
 from bench.app import app
 from caviar.models.executor import EpochDone, Event, TrialJob
 from caviar.models.metrics import EpochMetrics
-from caviar.sweeps.launch import mlflow_child
 from caviar.sweeps.record.hosted import hosted_writer
+from caviar.sweeps.record.processes import mlflow_child
 from caviar.sweeps.record.tracking import Tracker, local_artifacts, spool_dir
 from caviar.sweeps.search.driver import SweepDriver
 from caviar.sweeps.search.specfile import load_spec
@@ -62,14 +62,8 @@ class InstantExecutor:
     def weights(self, key: int) -> Any:
         return None
 
-    def run_task(self, task: Any, *args: Any) -> Any:
-        raise RuntimeError("the instant executor has no data to run tasks on")
-
     def run_tasks(self, task: Any, calls: list[Any]) -> list[Any]:
         raise RuntimeError("the instant executor has no data to run tasks on")
-
-    def warm(self, task: Any) -> None:
-        pass
 
     def packed(self, size: int) -> None:
         return None
@@ -135,8 +129,8 @@ def run(trials: int, sampler: str, folder: Path) -> dict[str, float]:
     storage = open_storage(default_storage(folder))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     decided: list[float] = []
-    with mlflow_child(uri, wanted=True) as child:  # where a sweep applies its MLflow writes
-        assert child is not None
+    child = mlflow_child(uri)  # where a sweep applies its MLflow writes
+    try:
         writer = hosted_writer(child, uri, loaded.name, spool_dir(folder, loaded.name),
                                local_artifacts(folder, loaded.name))  # fmt: skip
         tracker = Tracker(writer, loaded.name)
@@ -150,6 +144,8 @@ def run(trials: int, sampler: str, folder: Path) -> dict[str, float]:
         start = time.perf_counter()
         SweepDriver(loaded, storage, tracker, InstantExecutor(), Quiet()).run()
         seconds = time.perf_counter() - start
+    finally:
+        child.close()
     loop = decided[0] - start
     return {
         "trials": trials,

@@ -11,7 +11,9 @@ draining its writes through the child first.
 
 `ChildProcess(build, concurrency)(method, *args)` calls `build()`'s `method`; `concurrency`
 calls run at once (one pipe each, served by threads of the child). A child that has died
-raises `ConnectionError`, and the next call starts a fresh one.
+raises `ConnectionError`, and the next call starts a fresh one. `niceness` lowers the child's
+CPU priority (`os.nice`): a child that readies itself for later work then takes only what the
+sweep's own processes leave over; it cannot be raised again.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ EXIT_WAIT = 30.0  # seconds a closed child gets to exit before it is killed
 
 
 class ChildProcess:
-    def __init__(self, build: Callable[[], Any], concurrency: int = 1) -> None:
+    def __init__(self, build: Callable[[], Any], concurrency: int = 1, niceness: int = 0) -> None:
         self._build = build
         self._concurrency = concurrency
+        self._niceness = niceness
         self._lock = threading.Lock()
         self._closed = False
         self._process: subprocess.Popen[bytes] | None = None
@@ -86,7 +89,8 @@ class ChildProcess:
     def _start(self) -> None:
         pairs = [socket.socketpair() for _ in range(self._concurrency)]
         ends = [child.fileno() for _, child in pairs]
-        command = [sys.executable, "-c", f"from {__name__} import serve; serve({ends})"]
+        serve_call = f"serve({ends}, {self._niceness})"
+        command = [sys.executable, "-c", f"from {__name__} import serve; {serve_call}"]
         # The child imports what this process can: its `sys.path`, whichever way it was made.
         path = os.pathsep.join(entry for entry in sys.path if entry)
         self._process = subprocess.Popen(
@@ -119,10 +123,12 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def serve(descriptors: list[int]) -> None:
+def serve(descriptors: list[int], niceness: int = 0) -> None:
     """The child: build the object the first pipe names, then answer calls on every pipe."""
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, signal.SIG_IGN)
+    if niceness:
+        os.nice(niceness)
     connections = [Connection(descriptor) for descriptor in descriptors]
     built = pickle.loads(connections[0].recv_bytes())()
     threads = [threading.Thread(target=_answer, args=(built, c)) for c in connections]
@@ -130,6 +136,12 @@ def serve(descriptors: list[int]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    # Every call has been answered and the caller has closed the pipes: nothing is left to
+    # do. Unloading what was built (MLflow, torch) would keep the process about a second more,
+    # and with it the terminal or pipe it shares with the caller.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _answer(built: Any, connection: Connection) -> None:

@@ -60,7 +60,6 @@ class RayExecutor:
         self._running: dict[int, RunningTrial] = {}
         self._futures: dict[ray.ObjectRef, int] = {}
         self._dropped: dict[ray.ObjectRef, Any] = {}  # epochs of released trials -> their actor
-        self._warmed: set[Any] = set()  # workers that ran `warm` tasks
         # Workers start now, while the driver prepares: torch takes them seconds to import.
         self._idle: list[Any] = self._actors.take(slots)
         if data is not None:
@@ -150,16 +149,8 @@ class RayExecutor:
                     self._idle.remove(actor)
                 self.discard(actor)
 
-    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
-        return self.run_tasks(task, [args])[0]
-
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
         return run_tasks(self, task, calls)
-
-    def warm(self, task: Callable[[Dataset], None]) -> None:
-        for actor in self._idle:
-            self._dropped[actor.warm.remote(task)] = actor  # reaped like a dropped epoch
-            self._warmed.add(actor)
 
     def close(self) -> None:
         for key, running in self._running.items():
@@ -176,12 +167,9 @@ class RayExecutor:
         return PackedExecutor(self, size)
 
     def borrow(self) -> Any:
-        """An idle worker (a new one if none is idle), for a trial, a task or a pack; one
-        that `warm` readied first (the task at hand may be the one it readied for)."""
+        """An idle worker (a new one if none is idle), for a trial, a task or a pack."""
         if self._idle:
-            ready = [a for a in self._idle if a in self._warmed] or self._idle
-            self._idle.remove(actor := ready[-1])
-            return actor
+            return self._idle.pop()
         (actor,) = self._actors.take(1)
         if self._data_ref is not None:
             actor.use.remote(self._data_ref)
@@ -194,7 +182,6 @@ class RayExecutor:
         self._idle.append(actor)
 
     def discard(self, actor: Any) -> None:  # a worker that died or may be broken: replaced
-        self._warmed.discard(actor)
         self._actors.discard(actor)
 
     def _begin(self, running: RunningTrial) -> None:

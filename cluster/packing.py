@@ -23,7 +23,6 @@ from ray.exceptions import RayError, RayTaskError
 
 from caviar.cluster.executor import RayExecutor, _first_line, ready_refs
 from caviar.cluster.watchdog import EpochWatch
-from caviar.models.data import Dataset
 from caviar.models.executor import EpochDone, Event, TrialCrashed, TrialJob, Weights, WorkerLost
 from caviar.models.packs import shape_of
 
@@ -126,14 +125,8 @@ class PackedExecutor:
                 events += self._fail(pack, late.reason)
         return events
 
-    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
-        return self.workers.run_task(task, *args)
-
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
         return self.workers.run_tasks(task, calls)
-
-    def warm(self, task: Callable[[Dataset], None]) -> None:
-        self.workers.warm(task)
 
     def packed(self, size: int) -> PackedExecutor:
         return self if size == self.size else PackedExecutor(self.workers, size)

@@ -1,14 +1,13 @@
 """The Ray actor body that trains trials: holds the data and the trial being trained.
 
 It runs on two threads: training calls (`begin`, `train_epochs`, the packs' `begin_pack` and
-`next_epoch`, `weights`, `end`) and tasks (`run_task`, `warm`) run in order on one, and `stop`
+`next_epoch`, `weights`, `end`) and tasks (`run_task`) run in order on one, and `stop`
 runs on the other (its own concurrency group), so the driver can stop epochs the worker started
 ahead of time (see `executor`) between two mini-batches.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -54,7 +53,6 @@ class TrialWorker:
         self._stop = threading.Event()
         self._switch = threading.Lock()  # a `stop` never lands on the trial begun meanwhile
         self._join_error: Exception | None = None  # a pack member that could not be added
-        self._warmed: set[str] = set()  # tasks `warm` ran here
         self._leaves: deque[tuple[int, int]] = deque()  # (pack, trial) to remove at the next epoch
         self._final: dict[int, Weights] = {}  # weights of pack members that trained to the end
         self._owner: str | None = None  # the executor using this worker (a warm pool's lease)
@@ -141,18 +139,6 @@ class TrialWorker:
 
     def run_task(self, task: Callable[..., Any], *args: Any) -> Any:
         return task(self.data, *args)
-
-    def warm(self, task: Callable[[Dataset], None]) -> None:
-        """Run `task` once in this process (imports, first-call compilation); a failure only
-        means the real call later pays the cost, so it is logged, not raised."""
-        name = f"{task.__module__}.{task.__qualname__}"
-        if name in self._warmed or self.data is None:
-            return
-        self._warmed.add(name)
-        try:
-            task(self.data)
-        except Exception:
-            logging.getLogger(__name__).warning("warming up with %s failed", name, exc_info=True)
 
     def end(self) -> None:
         self.trainer = None

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from caviar.models.config import ModelConfig, TrainConfig
-from caviar.models.data import Dataset
 from caviar.models.metrics import EpochMetrics
 from caviar.models.packs import group, train_pack
 
@@ -98,19 +97,10 @@ class TrialExecutor(Protocol):
         """Events that arrived, waiting up to `timeout` seconds for the first one."""
         ...
 
-    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
-        """`task(data, *args)` where the trials run (on a worker, with the sweep's data);
-        waits for its result. `task` must be importable by name (a module's function)."""
-        ...
-
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
         """`task(data, *args)` for each `args` of `calls`, each on a worker of its own, as
         many at once as there are slots; waits for all; results in the order of `calls`."""
         ...
-
-    def warm(self, task: Callable[[Dataset], None]) -> None:
-        """Run `task(data)` on every idle worker that has not run it, without waiting; a
-        trial started on such a worker afterwards queues behind it."""
 
     def close(self) -> None:
         """Stop all workers."""

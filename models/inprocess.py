@@ -49,14 +49,8 @@ class InProcessExecutor:
         except Exception as exc:  # a trial's error is its result, not the sweep's crash
             return [TrialCrashed(key, f"{type(exc).__name__}: {exc}")]
 
-    def run_task(self, task: Callable[..., Result], *args: Any) -> Result:
-        return task(self.data, *args)
-
     def run_tasks(self, task: Callable[..., Result], calls: list[tuple[Any, ...]]) -> list[Result]:
         return [task(self.data, *args) for args in calls]
-
-    def warm(self, task: Callable[[Dataset], None]) -> None:
-        pass  # nothing to gain in one process: the task would run on the critical path
 
     def packed(self, size: int) -> None:
         return None  # packs train on Ray workers (`caviar.cluster.packing`)

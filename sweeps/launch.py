@@ -9,23 +9,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
 from caviar.cluster import local as local_cluster
-from caviar.cluster.child_process import ChildProcess
 from caviar.cluster.executor import RayExecutor
-from caviar.cluster.hosted import Hosted
 from caviar.cluster.pool import ray_workers
 from caviar.cluster.runtime import TrialResources
 from caviar.models.collector import collector_paused
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
-from caviar.sweeps.record.hosted import Host, MlflowHost, hosted_writer, loaded_host
+from caviar.sweeps.record.hosted import Host, hosted_writer
+from caviar.sweeps.record.processes import Hosts, sweep_hosts
 from caviar.sweeps.record.provenance import flat_params, provenance
 from caviar.sweeps.record.tracking import (
     Tracker,
@@ -113,9 +111,10 @@ def execute_sweep(
 
     What can overlap does: the data is made in a thread and MLflow imported in a child
     process while Ray starts (waiting on its processes, it leaves the CPU idle) and its
-    workers load torch; MLflow's writes are applied in that child (on the local cluster, in
-    a process of the cluster that keeps MLflow loaded: `record.hosted`). Nothing is written
-    before the data is good.
+    workers load torch; MLflow's writes are applied in that child, and the champion is built
+    by another that readies itself meanwhile at the lowest priority (on the local cluster,
+    both are processes of the cluster that stay loaded: `record.processes`). Nothing is
+    written before the data is good.
     Python's garbage collector is paused until the driver starts (`models.collector`)."""
     with collector_paused() as started:
         return _start(spec, where, ray_address, console, source, incumbent, started)
@@ -135,12 +134,9 @@ def _start(
     refuse_if_leased(where.storage_url, spec.name)
     local = joined_cluster(ray_address, where.run_dir, console)
     # MLflow's writes are applied in another process, never by a thread of the driver (the
-    # store's Python work would take the interpreter lock from the driver's loop). On the
-    # local cluster, the run directory's own store is written by a process of the cluster
-    # that keeps MLflow loaded. Otherwise, and for a tracking server (which may want the
-    # user's credentials, which the cluster's processes need not have), by a child of this
-    # process, which imports MLflow while Ray starts.
-    on_cluster = local is not None and not where.tracking_uri
+    # store's Python work would take the interpreter lock from the driver's loop): see
+    # `record.processes` for which.
+    mlflow_on_cluster = local is not None and not where.tracking_uri
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as background:
         data_ready = background.submit(build_dataset, spec.data)
         # A small or cached data set is ready at once: a bad file ends the command before
@@ -148,29 +144,16 @@ def _start(
         if wait([data_ready], timeout=DATA_HEAD_START).done:
             data_ready.result()
         with (
-            mlflow_child(where.tracking, wanted=not on_cluster) as child,
+            sweep_hosts(where.tracking, mlflow_on_cluster, local is not None) as hosts,
             workers(spec, ray_address, console, local) as executor,
         ):
-            host = child or Hosted("mlflow", MlflowHost, concurrency=4)
             data = data_ready.result()  # a DataError ends it here, with nothing written
             executor.load(data)
             where.run_dir.mkdir(parents=True, exist_ok=True)
             with sweep_lock(where.run_dir, spec.name), sweep_lease(where.storage_url, spec.name):
                 return _drive(
-                    spec, where, source, incumbent, data, executor, console, started, host
+                    spec, where, source, incumbent, data, executor, console, started, hosts()
                 )
-
-
-@contextmanager
-def mlflow_child(tracking: str, wanted: bool) -> Iterator[ChildProcess | None]:
-    """A child process that imports MLflow at once and applies the sweep's MLflow writes;
-    closed when the sweep ends (its writer has drained by then)."""
-    child = ChildProcess(partial(loaded_host, tracking), concurrency=4) if wanted else None
-    try:
-        yield child
-    finally:
-        if child is not None:
-            child.close()
 
 
 def _drive(
@@ -182,18 +165,20 @@ def _drive(
     executor: TrialExecutor,
     console: Console,
     started: Callable[[], None],
-    host: Host,
+    hosts: Hosts,
 ) -> SweepOutcome:
     """The sweep itself, under its lock: studies, record, the driver loop, the champion.
     `started()` once everything is ready, just before the first trial."""
     start = time.perf_counter()
     storage = open_storage(where.storage_url)
     check_unchanged(storage, spec)  # before anything is written
-    tracker = open_record(spec, where, source, host)
+    tracker = open_record(spec, where, source, hosts.mlflow)
     _introduce(spec, data, where, console)
     with RichProgress(spec.objective.metric, console) as progress:
         folder = where.run_dir / "checkpoints" / spec.name
-        champion = ChampionKeeper(data, tracker, folder, spec.model_name, progress.note)
+        champion = ChampionKeeper(
+            data, tracker, folder, spec.model_name, progress.note, hosts.builder
+        )
         driver = SweepDriver(spec, storage, tracker, executor, progress, champion, incumbent)
         started()
         result = driver.run()

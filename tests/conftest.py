@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from mlflow import MlflowClient
 from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
+from caviar.sweeps.record.champion_export import ChampionBuilder
 from caviar.sweeps.record.tracking import Tracker, local_artifacts, spool_dir
 from caviar.sweeps.record.view import trials_view
 from caviar.sweeps.record.writer import MlflowWriter
@@ -148,6 +150,25 @@ class LocalSweep:
         return optuna.load_study(study_name=study_name(self.spec.name, stage), storage=self.storage)
 
 
+class InProcessHost:
+    """A `Host` that is this process: `build()`'s methods, called directly."""
+
+    def __init__(self, build: Any) -> None:
+        self._built = build()
+
+    def __call__(self, method: str, *args: Any) -> Any:
+        return getattr(self._built, method)(*args)
+
+    def restart(self) -> None:
+        pass
+
+
+@functools.cache
+def champion_builder() -> InProcessHost:
+    """One champion builder for the session's in-process sweeps (it readies itself once)."""
+    return InProcessHost(ChampionBuilder)
+
+
 def run_local_sweep(
     folder: Path,
     spec_changes: dict[str, Any] | None = None,
@@ -179,8 +200,9 @@ def run_local_sweep(
     view = trials_view(spec.objective.metric, str(spec.objective.direction), list(spec.space))
     sweep.tracker.start_sweep(spec.name, {}, {}, {}, view=view)
     champion = ChampionKeeper(
-        data, sweep.tracker, folder / "checkpoints", spec.name, sweep.progress.note
-    )
+        data, sweep.tracker, folder / "checkpoints", spec.name, sweep.progress.note,
+        champion_builder(),
+    )  # fmt: skip
     driver = SweepDriver(
         spec,
         sweep.storage,

@@ -82,6 +82,9 @@ def test_sweep_status_report_and_mlflow_end_to_end(tmp_path):
         assert child.info.status in ("FINISHED", "KILLED")
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"spec.yaml", "resolved_spec.yaml"} <= artifacts
+    champion = client.get_model_version_by_alias("tiny", "champion")  # built by a child process
+    assert champion.tags["trial"] == report["best"]["trial"]
+    assert 0 < float(champion.tags["test_accuracy"]) <= 1
 
     html = caviar("report", spec, "--run-dir", run_dir)
     assert html.exit_code == 0, html.output

@@ -5,10 +5,10 @@ the run directory (a NumPy archive; milliseconds; nothing is lost if the driver 
 the sweep ends, the best checkpoint becomes an MLflow model on its trial's run: raw inputs in
 (the training split's scaling is part of the model), class probabilities out, saved in
 PyTorch's exported graph format with an input example and signature, registered under the
-sweep's name with the alias `champion`. The model folder is built on a worker
-(`champion_export.build_champion`): the driver never loads torch. A champion whose weights
-were lost (with its worker, or its run directory) is trained again from its configuration and
-seed, which reproduces the network.
+sweep's name with the alias `champion`. The model folder is built by a `ChampionBuilder` in
+another process, ready by then (`champion_export`): the driver never loads torch. A champion
+whose weights were lost (with its worker, or its run directory) is trained again from its
+configuration and seed, which reproduces the network.
 """
 
 from __future__ import annotations
@@ -19,19 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from caviar.models.config import ModelConfig, TrainConfig
 from caviar.models.data import Dataset
 from caviar.models.errors import CaviarError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, Weights, run_to_completion
 from caviar.models.families import model_config
-from caviar.sweeps.record.champion_export import (
-    BuiltChampion,
-    build_champion,
-    checkpoint_bytes,
-    warm_up,
-)
+from caviar.sweeps.record.champion_export import BuiltChampion, checkpoint_bytes, export_view
+from caviar.sweeps.record.hosted import Host
 from caviar.sweeps.record.tracking import Tracker
 
 
@@ -56,21 +52,16 @@ class ChampionKeeper:
         folder: Path,
         model_name: str,
         note: Callable[[str], None],
+        builder: Host,
     ) -> None:
-        """`note` hears what happens to the champion (a progress line)."""
+        """`note` hears what happens to the champion (a progress line); `builder` reaches the
+        `ChampionBuilder` that makes its model folder."""
         self.data = data
         self.tracker = tracker
         self.folder = folder
         self.model_name = model_name
         self.note = note
-        self._warmed = False
-
-    def warm(self, executor: TrialExecutor) -> None:
-        """Have an idle worker get ready to build the champion (imports, a first export), once,
-        so that the finale does not wait for it."""
-        if not self._warmed:
-            executor.warm(warm_up)
-            self._warmed = True
+        self.builder = builder
 
     def keep(self, label: str, model: ModelConfig, weights: Weights) -> Path:
         """Save a new best trial's network; returns the checkpoint's path."""
@@ -101,7 +92,7 @@ class ChampionKeeper:
             if checkpoint is None:
                 self.note(f"champion {best.label}: could not be retrained; not logged")
                 return None
-        accuracy = self.publish(best, checkpoint, executor, metric)
+        accuracy = self.publish(best, checkpoint, metric)
         self.note(
             f"champion {best.label}: registered as '{self.model_name}@champion', "
             f"test accuracy {accuracy:.4f}"
@@ -121,17 +112,10 @@ class ChampionKeeper:
             return None
         return self.keep(best.label, best.model, done.weights)
 
-    def publish(
-        self, best: Candidate, checkpoint: Path, executor: TrialExecutor, metric: str
-    ) -> float:
+    def publish(self, best: Candidate, checkpoint: Path, metric: str) -> float:
         """Log the champion as an MLflow model, register it, alias it; returns its test accuracy."""
         assert best.key is not None
-        built: BuiltChampion = executor.run_task(
-            build_champion,
-            best.model.model_dump(mode="json"),
-            checkpoint.read_bytes(),
-            checkpoint.suffix,
-        )
+        built = self.build(best.model.model_dump(mode="json"), checkpoint)
         if built.fallback:
             self.note(
                 f"champion {best.label}: torch.export cannot capture this network "
@@ -147,6 +131,15 @@ class ChampionKeeper:
                 tags=self._version_tags(best, metric, built.test_accuracy),
             )
         return built.test_accuracy
+
+    def build(self, model: dict[str, Any], checkpoint: Path) -> BuiltChampion:
+        """The champion's model folder, from the builder; a builder that stopped is started
+        again once (a fresh one readies itself first)."""
+        args = (export_view(self.data), model, checkpoint.read_bytes(), checkpoint.suffix)
+        try:
+            return cast(BuiltChampion, self.builder("build", *args))
+        except ConnectionError:
+            return cast(BuiltChampion, self.builder("build", *args))
 
     def _version_tags(self, best: Candidate, metric: str, accuracy: float) -> dict[str, str]:
         return {

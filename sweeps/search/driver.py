@@ -149,9 +149,6 @@ class SweepDriver:
                 supply.draw()  # the next trial, drawn while every worker trains
             for event in self._trials.wait(timeout=0.5):
                 self._handle(plan, event)
-            last = supply.exhausted and plan.index == len(self.spec.stages) - 1
-            if last and self.champion is not None and len(self._live) < self._trials.slots:
-                self.champion.warm(self.executor)  # an idle worker readies the finale
             self.progress.running(len(self._live))
             self.tracker.flush(force=False)
             for refusal in self.tracker.refused():

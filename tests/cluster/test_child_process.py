@@ -89,6 +89,16 @@ def test_ctrl_c_and_sigterm_do_not_stop_the_child_only_closing_it_does():
     pytest.fail(f"the closed child {pid} is still there")
 
 
+def test_a_child_can_run_at_a_lower_cpu_priority():
+    child = ChildProcess(partial(importlib.import_module, "os"), niceness=5)
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert child("getpriority", os.PRIO_PROCESS, 0) == min(mine + 5, 19)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == mine, "the caller keeps its own"
+    finally:
+        child.close()
+
+
 def test_a_closed_child_is_not_started_again():
     child = os_in_child()
     child.close()

@@ -121,23 +121,6 @@ def test_a_trial_stopped_at_a_decision_drops_the_epochs_trained_past_it(data, mo
         executor.close()
 
 
-def test_work_after_a_warm_up_goes_to_the_worker_it_readied(data):
-    from caviar.sweeps.record.champion_export import warm_up
-
-    executor = RayExecutor(data, TrialResources(cpus=1), slots=2)
-    try:
-        executor.start(JOB)  # the last trial of a sweep, while the other worker idles
-        events_until(executor, lambda e: isinstance(e, EpochDone))
-        executor.warm(warm_up)  # readies the idle worker for the champion's export
-        busy = executor.worker_pid(JOB.key)
-        executor.release(JOB.key)
-        after = TrialJob(9, JOB.model, JOB.train)
-        executor.start(after)  # as the finale's export would: on the readied worker
-        assert executor.worker_pid(after.key) != busy
-    finally:
-        executor.close()
-
-
 LONG = TrialJob(7, MlpConfig(hidden_units=256, layers=3), TrainConfig(epochs=40, batch_size=8))
 
 

@@ -73,6 +73,8 @@ def assert_recorded(run_dir: Path, experiment: str) -> None:
     (sweep,) = client.search_runs([found.experiment_id], "tags.`caviar.role` = 'sweep'")
     files = {f.path for f in client.list_artifacts(sweep.info.run_id)}
     assert "spec.yaml" in files, (experiment, files)
+    champion = client.get_model_version_by_alias(experiment, "champion")
+    assert 0 < float(champion.tags["test_accuracy"]) <= 1
 
 
 def assert_stopped(record: dict[str, str], pids: list[int]) -> None:
@@ -116,16 +118,21 @@ def test_sweeps_join_the_local_cluster_and_reuse_its_warm_workers(tmp_path):
         assert len(workers) == 2, workers
         mlflow_hosts = named_actors(record, "caviar-hosted-mlflow-")
         assert len(mlflow_hosts) == 1, mlflow_hosts
+        builders = named_actors(record, "caviar-hosted-champion-")
+        assert len(builders) == 1, builders
 
         sweep_on(tmp_path, Path("runs"), "warm-b", cwd=tmp_path)
         assert warm_workers(record) == workers, "the second sweep trained on the same processes"
         assert named_actors(record, "caviar-hosted-mlflow-") == mlflow_hosts, (
             "the second sweep's MLflow writes went to the process that has MLflow loaded"
         )
+        assert named_actors(record, "caviar-hosted-champion-") == builders, (
+            "the second sweep's champion was built by the process readied for it"
+        )
         assert_recorded(run_dir, "warm-a")
         assert_recorded(run_dir, "warm-b")
     finally:
         stopped = run(CAVIAR, "cluster", "down", "--run-dir", run_dir)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert_stopped(record, [*workers.values(), *mlflow_hosts.values()])
+    assert_stopped(record, [*workers.values(), *mlflow_hosts.values(), *builders.values()])
     assert run(CAVIAR, "cluster", "status", "--run-dir", run_dir).returncode == 1

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from caviar.models.data import build_dataset
+from caviar.models.families import build_network, model_config
 from caviar.models.inprocess import InProcessExecutor
 from caviar.models.sources import DigitsSource
-from caviar.sweeps.record.champion_export import raw_frame, warm_up
+from caviar.sweeps.record import champion_export
+from caviar.sweeps.record.champion_export import checkpoint_bytes, raw_frame, warm_up
 from caviar.sweeps.search.studies import CHAMPION, CHECKPOINT
 from tests.conftest import run_local_sweep
 
@@ -159,6 +161,23 @@ def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path):
 
 def test_readying_the_champions_export_leaves_no_files_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its scratch files go
-    warm_up(build_dataset(DigitsSource(source="digits")))
+    warm_up()
     ours = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")]
     assert ours == [], "a scratch folder per sweep was left in the temporary directory"
+
+
+def test_a_builder_that_could_not_ready_itself_still_builds_the_champion(monkeypatch, tmp_path):
+    def broken() -> None:
+        raise RuntimeError("no head start today")
+
+    monkeypatch.setattr(champion_export, "warm_up", broken)
+    builder = champion_export.ChampionBuilder()  # a warning, not an error
+    data = build_dataset(DigitsSource(source="digits"))
+    model = {"family": "mlp", "hidden_units": 8, "layers": 1}
+    network = build_network(data.n_features, data.n_classes, model_config(model))
+    weights = {name: value.detach().numpy() for name, value in network.state_dict().items()}
+    built = builder.build(
+        champion_export.export_view(data), model, checkpoint_bytes(model, weights), ".npz"
+    )
+    assert 0 <= built.test_accuracy <= 1 and built.fallback is None
+    assert (built.unpack(tmp_path) / "MLmodel").is_file()

@@ -1,0 +1,72 @@
+"""Where a sweep's record work runs, besides its driver: MLflow's writes (an `MlflowHost`)
+and the champion's model folder (a `ChampionBuilder`), each in a process of its own.
+
+On the local cluster (`caviar cluster up`) both are named actors the cluster keeps loaded
+between sweeps (`caviar.cluster.hosted`); otherwise each is a child of the sweep's process
+(`caviar.cluster.child_process`), started before Ray so that its imports overlap Ray's start.
+MLflow's writes go to the cluster's host only for the run directory's own store: a tracking
+server may want credentials the cluster's processes were not started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+from caviar.cluster.child_process import ChildProcess
+from caviar.cluster.hosted import Hosted
+from caviar.sweeps.record.champion_export import ChampionBuilder
+from caviar.sweeps.record.hosted import Host, MlflowHost, loaded_host
+
+MLFLOW_CONCURRENCY = 4  # MLflow writes applied at once (the writer's batches per run)
+# The champion's builder readies itself (about 5 s of CPU) while the sweep runs, at the lowest
+# CPU priority: below Ray's start and the driver (niceness 0) and below the trial workers (15,
+# Ray's default), it takes what they leave idle and a small share of the rest. It is needed
+# only at the end.
+BUILDER_NICENESS = 19
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The processes a sweep's driver hands record work to."""
+
+    mlflow: Host
+    builder: Host
+
+
+@contextmanager
+def sweep_hosts(
+    tracking: str, mlflow_on_cluster: bool, builder_on_cluster: bool
+) -> Iterator[Callable[[], Hosts]]:
+    """Start now the children that are wanted (those not on the cluster); the block gets
+    `hosts()`, which gives them with the cluster's actors for the rest once Ray is up. The
+    children are closed when the block ends (the writer has drained by then)."""
+    mlflow = None if mlflow_on_cluster else mlflow_child(tracking)
+    builder = (
+        None if builder_on_cluster else ChildProcess(ChampionBuilder, niceness=BUILDER_NICENESS)
+    )
+
+    def hosts() -> Hosts:
+        return Hosts(
+            mlflow or Hosted("mlflow", MlflowHost, concurrency=MLFLOW_CONCURRENCY),
+            builder or Hosted("champion", ChampionBuilder, niceness=BUILDER_NICENESS),
+        )
+
+    try:
+        yield hosts
+    finally:
+        for child in (mlflow, builder):
+            if child is not None:
+                child.close()
+
+
+def builder_child() -> ChildProcess:
+    """A child process, at the lowest CPU priority, that readies itself to build champions."""
+    return ChildProcess(ChampionBuilder, niceness=BUILDER_NICENESS)
+
+
+def mlflow_child(tracking: str) -> ChildProcess:
+    """A child process that imports MLflow at once and applies MLflow writes to `tracking`."""
+    return ChildProcess(partial(loaded_host, tracking), concurrency=MLFLOW_CONCURRENCY)
