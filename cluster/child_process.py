@@ -12,8 +12,7 @@ draining its writes through the child first.
 `ChildProcess(build, concurrency)(method, *args)` calls `build()`'s `method`; `concurrency`
 calls run at once (one pipe each, served by threads of the child). A child that has died
 raises `ConnectionError`, and the next call starts a fresh one. `niceness` lowers the child's
-CPU priority (`os.nice`): a child that readies itself for later work then takes only what the
-sweep's own processes leave over; it cannot be raised again.
+CPU priority (`os.nice`); with `start=False` the child starts at `start()` or the first call.
 """
 
 from __future__ import annotations
@@ -34,7 +33,9 @@ EXIT_WAIT = 30.0  # seconds a closed child gets to exit before it is killed
 
 
 class ChildProcess:
-    def __init__(self, build: Callable[[], Any], concurrency: int = 1, niceness: int = 0) -> None:
+    def __init__(
+        self, build: Callable[[], Any], concurrency: int = 1, niceness: int = 0, start: bool = True
+    ) -> None:
         self._build = build
         self._concurrency = concurrency
         self._niceness = niceness
@@ -42,7 +43,14 @@ class ChildProcess:
         self._closed = False
         self._process: subprocess.Popen[bytes] | None = None
         self._free: queue.Queue[Connection] = queue.Queue()
-        self._start()
+        if start:
+            self._start()
+
+    def start(self) -> None:
+        """Start the child now, if it is not running (otherwise the next call starts it)."""
+        with self._lock:
+            if self._process is None and not self._closed:
+                self._start()
 
     def __call__(self, method: str, *args: Any) -> Any:
         with self._lock:

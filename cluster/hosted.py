@@ -9,7 +9,6 @@ one is stopped once it has had no call, and none running, for `STALE_AFTER` seco
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +25,7 @@ STALE_AFTER = 600.0  # seconds without a call after which another checkout's hos
 class _Host:
     """The actor: holds `build()` and runs its methods."""
 
-    def __init__(self, build: Callable[[], Any], niceness: int = 0) -> None:
-        if niceness:
-            os.nice(niceness)  # before the build, which runs on the same thread as the calls
+    def __init__(self, build: Callable[[], Any]) -> None:
         self._object = build()
         self._lock = threading.Lock()
         self._running = 0  # calls under way (the actor runs several at once, in threads)
@@ -59,16 +56,13 @@ class _Host:
 class Hosted:
     """Calls to the object `build()` in the local cluster's actor for `kind`, started now
     (it builds while the caller goes on) unless it is up already. `concurrency`: calls it
-    runs at once, in threads. `niceness` lowers the actor's CPU priority (`os.nice`). Calls
-    raise `ConnectionError` when the actor is gone; the next call starts a new one."""
+    runs at once, in threads. Calls raise `ConnectionError` when the actor is gone; the next
+    call starts a new one."""
 
-    def __init__(
-        self, kind: str, build: Callable[[], Any], concurrency: int = 1, niceness: int = 0
-    ) -> None:
+    def __init__(self, kind: str, build: Callable[[], Any], concurrency: int = 1) -> None:
         self.name = f"{HOSTED_PREFIX}{kind}-{fingerprint(0)}"
         self._build = build
         self._concurrency = concurrency
-        self._niceness = niceness
         self._actor: Any = None
         self._start()
         self._stop_stale(f"{HOSTED_PREFIX}{kind}-")
@@ -80,6 +74,9 @@ class Hosted:
         except ray.exceptions.RayActorError as exc:
             self._actor = None
             raise ConnectionError(f"{self.name} stopped: {exc}") from None
+
+    def start(self) -> None:
+        """Nothing to do: the actor was started (or found) when this was made."""
 
     def restart(self) -> None:
         """Stop the actor (whoever uses it); the next call starts a fresh one."""
@@ -100,7 +97,7 @@ class Hosted:
     def _start(self) -> Any:
         options = dict(name=self.name, lifetime="detached", get_if_exists=True, num_cpus=0,
                        max_concurrency=self._concurrency, max_restarts=0)  # fmt: skip
-        self._actor = ray.remote(_Host).options(**options).remote(self._build, self._niceness)
+        self._actor = ray.remote(_Host).options(**options).remote(self._build)
         self._actor.touch.remote()  # one found up may have been idle: it is in use again
         return self._actor
 

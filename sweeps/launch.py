@@ -112,9 +112,9 @@ def execute_sweep(
     What can overlap does: the data is made in a thread and MLflow imported in a child
     process while Ray starts (waiting on its processes, it leaves the CPU idle) and its
     workers load torch; MLflow's writes are applied in that child, and the champion is built
-    by another that readies itself meanwhile at the lowest priority (on the local cluster,
-    both are processes of the cluster that stay loaded: `record.processes`). Nothing is
-    written before the data is good.
+    by another that readies itself once the trials run (on the local cluster, both are
+    processes of the cluster that stay loaded: `record.processes`). Nothing is written
+    before the data is good.
     Python's garbage collector is paused until the driver starts (`models.collector`)."""
     with collector_paused() as started:
         return _start(spec, where, ray_address, console, source, incumbent, started)

@@ -159,6 +159,9 @@ class InProcessHost:
     def __call__(self, method: str, *args: Any) -> Any:
         return getattr(self._built, method)(*args)
 
+    def start(self) -> None:
+        pass
+
     def restart(self) -> None:
         pass
 

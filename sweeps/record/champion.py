@@ -63,6 +63,10 @@ class ChampionKeeper:
         self.note = note
         self.builder = builder
 
+    def ready(self) -> None:
+        """Have the builder get ready now (it is needed at the end; readying takes seconds)."""
+        self.builder.start()
+
     def keep(self, label: str, model: ModelConfig, weights: Weights) -> Path:
         """Save a new best trial's network; returns the checkpoint's path."""
         self.folder.mkdir(parents=True, exist_ok=True)

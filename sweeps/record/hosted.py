@@ -37,6 +37,7 @@ class Host(Protocol):
     or a child of the driver (`caviar.cluster.child_process`)."""
 
     def __call__(self, method: str, *args: Any) -> Any: ...
+    def start(self) -> None: ...  # build now, if not built yet (else at the first call)
     def restart(self) -> None: ...
 
 

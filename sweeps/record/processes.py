@@ -3,7 +3,8 @@ and the champion's model folder (a `ChampionBuilder`), each in a process of its 
 
 On the local cluster (`caviar cluster up`) both are named actors the cluster keeps loaded
 between sweeps (`caviar.cluster.hosted`); otherwise each is a child of the sweep's process
-(`caviar.cluster.child_process`), started before Ray so that its imports overlap Ray's start.
+(`caviar.cluster.child_process`): MLflow's is started before Ray, so that its imports overlap
+Ray's start, and the builder once the trials run.
 MLflow's writes go to the cluster's host only for the run directory's own store: a tracking
 server may want credentials the cluster's processes were not started with.
 """
@@ -21,11 +22,10 @@ from caviar.sweeps.record.champion_export import ChampionBuilder
 from caviar.sweeps.record.hosted import Host, MlflowHost, loaded_host
 
 MLFLOW_CONCURRENCY = 4  # MLflow writes applied at once (the writer's batches per run)
-# The champion's builder readies itself (about 5 s of CPU) while the sweep runs, at the lowest
-# CPU priority: below Ray's start and the driver (niceness 0) and below the trial workers (15,
-# Ray's default), it takes what they leave idle and a small share of the rest. It is needed
-# only at the end.
-BUILDER_NICENESS = 19
+# The champion's builder readies itself (about 5 s of CPU) once the trials run, not while Ray
+# and the workers start (it would delay the first trial), at the trial workers' priority
+# (Ray's default niceness for them): a third of two cores while two trials train.
+BUILDER_NICENESS = 15
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def sweep_hosts(
     def hosts() -> Hosts:
         return Hosts(
             mlflow or Hosted("mlflow", MlflowHost, concurrency=MLFLOW_CONCURRENCY),
-            builder or Hosted("champion", ChampionBuilder, niceness=BUILDER_NICENESS),
+            builder or Hosted("champion", ChampionBuilder),
         )
 
     try:
@@ -63,8 +63,9 @@ def sweep_hosts(
 
 
 def builder_child() -> ChildProcess:
-    """A child process, at the lowest CPU priority, that readies itself to build champions."""
-    return ChildProcess(ChampionBuilder, niceness=BUILDER_NICENESS)
+    """A child process that builds champions: it starts, and readies itself, at `start()`
+    (the driver's, once the first epoch is in) or at its first call."""
+    return ChildProcess(ChampionBuilder, niceness=BUILDER_NICENESS, start=False)
 
 
 def mlflow_child(tracking: str) -> ChildProcess:

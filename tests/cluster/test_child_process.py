@@ -8,6 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +98,36 @@ def test_a_child_can_run_at_a_lower_cpu_priority():
         assert os.getpriority(os.PRIO_PROCESS, 0) == mine, "the caller keeps its own"
     finally:
         child.close()
+
+
+def serving_children() -> set[int]:
+    """This process's children that serve a `ChildProcess`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"child_process import serve" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def test_a_child_made_not_to_start_starts_when_told_or_when_first_called():
+    before = serving_children()
+    told, called = (ChildProcess(partial(importlib.import_module, "os"), start=False) for _ in "ab")
+    try:
+        assert serving_children() == before, "no process until it is wanted"
+        told.start()
+        told.start()  # once
+        assert len(serving_children() - before) == 1
+        assert called("getpid") in serving_children() - before
+        assert len(serving_children() - before) == 2
+    finally:
+        told.close()
+        called.close()
 
 
 def test_a_closed_child_is_not_started_again():

@@ -25,9 +25,6 @@ class Counter:
     def wait(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def priority(self) -> int:
-        return os.getpriority(os.PRIO_PROCESS, 0)
-
 
 def names(prefix: str) -> list[str]:
     return [n for n in ray.util.list_named_actors() if n.startswith(prefix)]
@@ -49,15 +46,6 @@ def test_a_hosted_object_is_built_once_and_found_by_name(ray_instance):
     first.restart()
     assert first("bump")[0] == 1
     first.restart()
-
-
-def test_a_hosted_object_can_run_at_a_lower_cpu_priority(ray_instance):
-    plain, patient = Hosted("plain", Counter), Hosted("patient", Counter, niceness=3)
-    try:  # Ray's workers, actors included, start below the caller's priority (15)
-        assert patient("priority") == min(plain("priority") + 3, 19)
-    finally:
-        plain.restart()
-        patient.restart()
 
 
 def test_another_checkouts_idle_host_is_stopped_and_a_busy_one_kept(ray_instance, monkeypatch):
