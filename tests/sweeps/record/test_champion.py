@@ -56,7 +56,10 @@ def test_champion_loads_from_the_registry_and_reproduces_its_test_accuracy(
     assert accuracy > 0.5  # ten classes: far above chance
 
 
-def test_champion_carries_signature_input_example_and_classes(swept, registry, tmp_path):
+def test_champion_carries_signature_input_example_and_classes(
+    swept, registry, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # MLflow's copy of MLmodel goes there
     version = registry.get_model_version_by_alias("tiny", "champion")
     info = mlflow.models.get_model_info(f"models:/tiny/{version.version}")
     assert info.signature.inputs.input_names() == [f"pixel_{i}" for i in range(64)]
@@ -127,7 +130,8 @@ def user_csv(path, rows=600):
     return frame
 
 
-def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path):
+def test_champion_takes_a_users_columns_by_name_in_any_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # MLflow's copy of MLmodel goes there
     frame = user_csv(tmp_path / "trees.csv")
     data_spec = {"source": "csv", "path": "trees.csv", "target": "species"}
     space = {"lr": {"scale": "log", "low": 0.05, "high": 0.3}}
