@@ -136,7 +136,6 @@ def _start(
     # MLflow's writes are applied in another process, never by a thread of the driver (the
     # store's Python work would take the interpreter lock from the driver's loop): see
     # `record.processes` for which.
-    mlflow_on_cluster = local is not None and not where.tracking_uri
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as background:
         data_ready = background.submit(build_dataset, spec.data)
         # A small or cached data set is ready at once: a bad file ends the command before
@@ -144,7 +143,7 @@ def _start(
         if wait([data_ready], timeout=DATA_HEAD_START).done:
             data_ready.result()
         with (
-            sweep_hosts(where.tracking, mlflow_on_cluster, local is not None) as hosts,
+            sweep_hosts(where.tracking, bool(where.tracking_uri), local is not None) as hosts,
             workers(spec, ray_address, console, local) as executor,
         ):
             data = data_ready.result()  # a DataError ends it here, with nothing written

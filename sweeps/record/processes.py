@@ -38,15 +38,14 @@ class Hosts:
 
 @contextmanager
 def sweep_hosts(
-    tracking: str, mlflow_on_cluster: bool, builder_on_cluster: bool
+    tracking: str, tracking_server: bool, on_cluster: bool
 ) -> Iterator[Callable[[], Hosts]]:
-    """Start now the children that are wanted (those not on the cluster); the block gets
-    `hosts()`, which gives them with the cluster's actors for the rest once Ray is up. The
-    children are closed when the block ends (the writer has drained by then)."""
-    mlflow = None if mlflow_on_cluster else mlflow_child(tracking)
-    builder = (
-        None if builder_on_cluster else ChildProcess(ChampionBuilder, niceness=BUILDER_NICENESS)
-    )
+    """The children that are wanted (those not on the cluster): MLflow's starts now, the
+    builder's at `start()`. The block gets `hosts()`, which gives them with the cluster's
+    actors for the rest once Ray is up. The children are closed when the block ends (the
+    writer has drained by then)."""
+    mlflow = None if on_cluster and not tracking_server else mlflow_child(tracking)
+    builder = None if on_cluster else builder_child()
 
     def hosts() -> Hosts:
         return Hosts(
