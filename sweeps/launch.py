@@ -23,7 +23,7 @@ from caviar.models.data import Dataset, build_dataset
 from caviar.models.executor import TrialExecutor
 from caviar.sweeps.record.champion import ChampionKeeper
 from caviar.sweeps.record.hosted import Host, hosted_writer
-from caviar.sweeps.record.processes import Hosts, sweep_hosts
+from caviar.sweeps.record.processes import HOLD_SECONDS, Hosts, sweep_hosts
 from caviar.sweeps.record.provenance import flat_params, provenance
 from caviar.sweeps.record.tracking import (
     Tracker,
@@ -109,11 +109,11 @@ def execute_sweep(
     """Run (or continue) `spec`. `source` holds the files it came from, kept with the sweep's
     MLflow run; `incumbent` is the champion a re-tune must beat.
 
-    What can overlap does: the data is made in a thread and MLflow imported in a child
-    process while Ray starts (waiting on its processes, it leaves the CPU idle) and its
-    workers load torch; MLflow's writes are applied in that child, and the champion is built
-    by another that readies itself once the trials run (on the local cluster, both are
-    processes of the cluster that stay loaded: `record.processes`). Nothing is written
+    What can overlap does: the data is made in a thread while Ray starts. What can wait
+    does: MLflow's writes are applied in a child process, and the champion is built by
+    another, both started once the first epoch is in (the writes wait in the journal till
+    then), so that their imports do not delay the first trial (on the local cluster, both
+    are processes of the cluster that stay loaded: `record.processes`). Nothing is written
     before the data is good.
     Python's garbage collector is paused until the driver starts (`models.collector`)."""
     with collector_paused() as started:
@@ -223,11 +223,12 @@ def workers(
 
 def open_record(spec: SweepSpec, where: Locations, source: dict[str, str], host: Host) -> Tracker:
     """The sweep's MLflow tracker, its parent run opened with the spec, provenance and files;
-    its writes are applied by `host` (an `MlflowHost` in another process)."""
+    its writes are applied by `host` (an `MlflowHost` in another process), from the first
+    epoch on (`record.processes`)."""
     experiment = spec.experiment_name
     artifacts = None if where.tracking_uri else local_artifacts(where.run_dir, experiment)
     spool = spool_dir(where.run_dir, spec.name)
-    writer = hosted_writer(host, where.tracking, experiment, spool, artifacts)
+    writer = hosted_writer(host, where.tracking, experiment, spool, artifacts, HOLD_SECONDS)
     tracker = Tracker(writer, spec.name)
     resolved = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.start_sweep(

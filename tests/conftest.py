@@ -177,9 +177,11 @@ def run_local_sweep(
     spec_changes: dict[str, Any] | None = None,
     executor: Any = None,
     tracking_uri: str | None = None,
+    hold_seconds: float = 0.0,
 ) -> LocalSweep:
     """Write a spec (TINY_SPEC with `spec_changes`) to `folder` and drive it to the end there.
-    MLflow goes to `tracking_uri`, by default SQLite in `folder`."""
+    MLflow goes to `tracking_uri`, by default SQLite in `folder`; the writes wait
+    `hold_seconds` or until the driver releases them."""
     spec = load_spec(write_spec(folder, spec_dict(**(spec_changes or {}))))
     data = build_dataset(spec.data)
     uri = tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
@@ -194,6 +196,7 @@ def run_local_sweep(
                 spool_dir(folder, spec.name),
                 None if tracking_uri else local_artifacts(folder, spec.name),
                 background=True,
+                hold_seconds=hold_seconds,
             ),
             spec.name,
         ),

@@ -113,19 +113,22 @@ class MlflowHost:
 
 def loaded_host(tracking_uri: str) -> MlflowHost:
     """An `MlflowHost` with the store module for `tracking_uri` imported too: what a sweep's
-    child process builds while Ray starts (`caviar.cluster.child_process`)."""
+    child process builds (`caviar.cluster.child_process`)."""
     preload(tracking_uri)
     return MlflowHost()
 
 
 def hosted_writer(
-    host: Host, tracking_uri: str, experiment: str, spool: Path, artifacts: str | None
-) -> MlflowWriter:
-    """A sweep's background writer whose operations `host` applies."""
+    host: Host, tracking_uri: str, experiment: str, spool: Path, artifacts: str | None,
+    hold_seconds: float = 0.0,
+) -> MlflowWriter:  # fmt: skip
+    """A sweep's background writer whose operations `host` applies (after `hold_seconds` or
+    its `release()`, see `MlflowWriter`)."""
     target = (tracking_uri, experiment, artifacts)
     return MlflowWriter(
         tracking_uri, experiment, spool, artifacts, background=True,
         operations=lambda: HostedOperations(host, host.restart, target),
+        hold_seconds=hold_seconds,
     )  # fmt: skip
 
 

@@ -3,8 +3,11 @@ and the champion's model folder (a `ChampionBuilder`), each in a process of its 
 
 On the local cluster (`caviar cluster up`) both are named actors the cluster keeps loaded
 between sweeps (`caviar.cluster.hosted`); otherwise each is a child of the sweep's process
-(`caviar.cluster.child_process`): MLflow's is started before Ray, so that its imports overlap
-Ray's start, and the builder once the trials run.
+(`caviar.cluster.child_process`). Both start once the sweep's first epoch is in: until then
+the sweep's writes wait in its journal (`MlflowWriter`'s hold). Their imports and readying
+(about 3 s of CPU for MLflow's, 5 s for the builder) would otherwise take the two cores of
+this machine from Ray's start and the workers' imports: with MLflow's child started before
+Ray, the first trial came 0.6-1.1 s later (peers workload, cold, interleaved runs).
 MLflow's writes go to the cluster's host only for the run directory's own store: a tracking
 server may want credentials the cluster's processes were not started with.
 """
@@ -26,6 +29,9 @@ MLFLOW_CONCURRENCY = 4  # MLflow writes applied at once (the writer's batches pe
 # and the workers start (it would delay the first trial), at the trial workers' priority
 # (Ray's default niceness for them): a third of two cores while two trials train.
 BUILDER_NICENESS = 15
+# How long a sweep's first MLflow writes wait for the first epoch at most: a sweep whose first
+# epoch is slow (large data, a busy cluster) still shows up in MLflow soon.
+HOLD_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,8 @@ class Hosts:
 def sweep_hosts(
     tracking: str, tracking_server: bool, on_cluster: bool
 ) -> Iterator[Callable[[], Hosts]]:
-    """The children that are wanted (those not on the cluster): MLflow's starts now, the
-    builder's at `start()`. The block gets `hosts()`, which gives them with the cluster's
+    """The children that are wanted (those not on the cluster), each started by its first
+    call or `start()`. The block gets `hosts()`, which gives them with the cluster's
     actors for the rest once Ray is up. The children are closed when the block ends (the
     writer has drained by then)."""
     mlflow = None if on_cluster and not tracking_server else mlflow_child(tracking)
@@ -68,5 +74,6 @@ def builder_child() -> ChildProcess:
 
 
 def mlflow_child(tracking: str) -> ChildProcess:
-    """A child process that imports MLflow at once and applies MLflow writes to `tracking`."""
-    return ChildProcess(partial(loaded_host, tracking), concurrency=MLFLOW_CONCURRENCY)
+    """A child process that applies MLflow writes to `tracking`; it starts, and imports
+    MLflow, at its first call."""
+    return ChildProcess(partial(loaded_host, tracking), concurrency=MLFLOW_CONCURRENCY, start=False)

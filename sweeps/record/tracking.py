@@ -128,7 +128,7 @@ class Tracker:
         """What to tell the user when writes wait for an unreachable server."""
         return (
             f"MLflow at {self.writer.tracking_uri} is unreachable: {waiting} writes wait in "
-            f"{self.writer.spool_dir}; `caviar sync` sends them"
+            f"{self.writer.journal.spool_dir}; `caviar sync` sends them"
         )
 
     def end_sweep(self, status: str = "FINISHED") -> int:

@@ -49,8 +49,7 @@ def quiet_http() -> None:
 
 def preload(tracking_uri: str) -> None:
     """Import MLflow and the store module for `tracking_uri` (about 1.5 s of CPU), with no
-    write: a sweep does it while Ray starts, which leaves the CPU idle, instead of after,
-    when the workers import torch."""
+    write: what a sweep's MLflow child does as it starts, before the first write reaches it."""
     store = "rest_store" if is_server(tracking_uri) else "sqlalchemy_store"
     importlib.import_module("mlflow")
     importlib.import_module(f"mlflow.store.tracking.{store}")
@@ -75,7 +74,8 @@ class MlflowWriter:
     With `background=True` a thread applies them while the caller goes on; otherwise each call
     applies what it can before returning (used by `caviar sync` and one-off records).
     `operations` makes what applies them (default: MLflow loaded in this process; see
-    `hosted` for another process that keeps it loaded)."""
+    `hosted` for another process that keeps it loaded). With `hold_seconds`, the thread
+    applies nothing for that long, or until `release()` or a drain (`record.processes`)."""
 
     def __init__(
         self,
@@ -86,13 +86,12 @@ class MlflowWriter:
         retry_seconds: float = 10.0,
         background: bool = False,
         operations: Callable[[], Any] | None = None,
+        hold_seconds: float = 0.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         remote = is_server(tracking_uri)
         if remote:
             quiet_http()
-
-        self.spool_dir = spool_dir
         self.journal = Journal(spool_dir, tracking_uri, experiment)
         # A tracking server takes requests for different runs at once; a local store one.
         self.applier = Applier(
@@ -108,6 +107,7 @@ class MlflowWriter:
         self._attempts = 0  # applications tried by the background thread
         self._error: BaseException | None = None
         self._stopping = False
+        self._held_until = time.monotonic() + hold_seconds
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
@@ -157,12 +157,16 @@ class MlflowWriter:
 
     def tag_version(self, model: str, alias: str, tags: dict[str, str]) -> None:
         """Set tags on the version of registered model `model` that `alias` points at."""
-        self._submit({"op": "tag_version", "key": "", "model": model, "alias": alias,
-                      "tags": tags})  # fmt: skip
+        self._submit({"op": "tag_version", "key": "", "model": model, "alias": alias, "tags": tags})
 
     def tag_experiment(self, tags: dict[str, str]) -> None:
         """Set tags on the experiment itself (created if it does not exist yet)."""
         self._submit({"op": "experiment_tags", "key": "", "tags": tags})
+
+    def release(self) -> None:  # the end of `hold_seconds`, now
+        with self._lock:
+            self._held_until = 0.0
+            self._lock.notify_all()
 
     @property
     def pending(self) -> int:
@@ -183,6 +187,7 @@ class MlflowWriter:
         try:
             if self._thread is None:
                 return self.applier.sync()
+            self.release()
             with self._lock:
                 tried = self._attempts
                 self._lock.notify_all()  # during an outage: try once more now, not later
@@ -229,6 +234,9 @@ class MlflowWriter:
 
     def _run(self) -> None:
         """The background thread: apply operations in order; on an outage, wait and retry."""
+        with self._lock:  # `hold_seconds`, unless released
+            hold = self._held_until - time.monotonic()
+            self._lock.wait_for(lambda: time.monotonic() >= self._held_until, max(0.0, hold))
         while True:
             with self._lock:
                 self._lock.wait_for(lambda: bool(self.applier.ops) or self._stopping)

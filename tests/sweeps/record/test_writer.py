@@ -217,9 +217,40 @@ def test_a_refused_write_in_a_backlog_is_set_aside_alone(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 2]
 
 
+def test_a_held_writer_applies_nothing_until_released_then_everything_in_order(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = MlflowWriter(uri, "held", tmp_path / "spool", background=True, hold_seconds=600)
+    writer.create_run("a", "a", {})
+    writer.log_batch("a", [("loss", 1.0, 1000, 0)])
+    time.sleep(0.3)
+    assert writer.pending == 2 and not (tmp_path / "mlflow.db").exists()
+    writer.release()
+    assert writer.drain(timeout=60) == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("held").experiment_id])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [1.0]
+    assert writer.close() == 0
+
+
+def test_a_held_writer_is_drained_at_close_and_its_hold_ends_by_itself(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    held = MlflowWriter(uri, "closed", tmp_path / "spool", background=True, hold_seconds=600)
+    held.create_run("a", "a", {})
+    assert held.close() == 0, "a sweep that ends before its first epoch loses no write"
+    brief = MlflowWriter(uri, "brief", tmp_path / "spool2", background=True, hold_seconds=0.2)
+    brief.create_run("b", "b", {})
+    deadline = time.monotonic() + 60
+    while brief.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert brief.pending == 0, "applied once the hold ran out, with no release or drain"
+    client = MlflowClient(uri)
+    assert {e.name for e in client.search_experiments()} >= {"closed", "brief"}
+    assert brief.close() == 0
+
+
 def test_preloading_mlflow_writes_nothing(tmp_path):
-    """A sweep imports MLflow while Ray starts, before its data is known to be good: no store
-    may appear then, for a local store or a server that is not even up."""
+    """A sweep's MLflow child imports MLflow as it starts, before any write reaches it: no
+    store may appear then, for a local store or a server that is not even up."""
     from caviar.sweeps.record.writer import preload
 
     store = tmp_path / "mlflow.db"

@@ -75,6 +75,14 @@ def test_mlflow_holds_one_child_per_trial_with_epoch_curves(tmp_path):
             assert run.data.tags["pruned_at_epoch"] == str(trial.last_step)
 
 
+def test_mlflow_writes_held_at_the_start_go_out_once_the_first_epoch_is_in(tmp_path):
+    sweep = run_local_sweep(tmp_path, hold_seconds=600)  # only the driver can release them
+    parent = sweep.parent().info
+    last_end = max(t.datetime_complete for t in sweep.study("search").trials)
+    assert parent.start_time / 1000 < last_end.timestamp(), "in MLflow while the sweep ran"
+    assert parent.status == "FINISHED"
+
+
 def test_running_again_runs_nothing_new(tmp_path):
     first = run_local_sweep(tmp_path)
     again = run_local_sweep(tmp_path)
