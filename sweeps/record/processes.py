@@ -7,7 +7,7 @@ between sweeps (`caviar.cluster.hosted`); otherwise each is a child of the sweep
 the sweep's writes wait in its journal (`MlflowWriter`'s hold). Their imports and readying
 (about 3 s of CPU for MLflow's, 5 s for the builder) would otherwise take the two cores of
 this machine from Ray's start and the workers' imports: with MLflow's child started before
-Ray, the first trial came 0.6-1.1 s later (peers workload, cold, interleaved runs).
+Ray, the first trial came 0.3-1 s later (peers workload, cold, interleaved runs).
 MLflow's writes go to the cluster's host only for the run directory's own store: a tracking
 server may want credentials the cluster's processes were not started with.
 """
