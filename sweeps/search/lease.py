@@ -7,9 +7,9 @@ its holder and an expiry the holder pushes forward every few seconds. A second d
 refused while the lease is live; a holder that died stops renewing and its lease expires
 (at once when it ran on this machine and its process is gone).
 
-SQL storages keep the leases in a table of their own (`caviar_leases`) in the same database;
-the journal file keeps them in a folder next to it, changed under a file lock. Taking or
-renewing a lease is a compare-and-set, so two drivers racing for it cannot both win.
+SQL storages keep the leases in a table of their own (`caviar_leases`) in the same database
+(`lease_sql`); the journal file keeps them in a folder next to it, changed under a file lock.
+Taking or renewing a lease is a compare-and-set, so two drivers racing for it cannot both win.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import sqlalchemy as sa
+from typing import Protocol
 
 from caviar.cluster.reaper import holder_gone
 from caviar.sweeps.errors import SweepBusy
@@ -63,50 +61,6 @@ class LeaseStore(Protocol):
         ...
 
 
-class SqlLeases:
-    """Leases as rows of `caviar_leases` in the study's own database."""
-
-    def __init__(self, url: str) -> None:
-        self._engine = sa.create_engine(url)
-        self._table = sa.Table(
-            "caviar_leases",
-            sa.MetaData(),
-            sa.Column("sweep", sa.String(255), primary_key=True),
-            sa.Column("owner", sa.String(255), nullable=False),
-            sa.Column("expires", sa.Float, nullable=False),
-        )
-        self._table.create(self._engine, checkfirst=True)
-
-    def read(self, sweep: str) -> Holder | None:
-        with self._engine.connect() as connection:
-            row = connection.execute(
-                sa.select(self._table.c.owner, self._table.c.expires).where(
-                    self._table.c.sweep == sweep
-                )
-            ).first()
-        return Holder(row.owner, row.expires) if row is not None else None
-
-    def swap(self, sweep: str, old: Holder | None, new: Holder | None) -> bool:
-        table = self._table
-        try:
-            with self._engine.begin() as connection:
-                if old is None and new is not None:
-                    connection.execute(sa.insert(table).values(sweep=sweep, **_values(new)))
-                    return True
-                assert old is not None
-                where = (
-                    (table.c.sweep == sweep)
-                    & (table.c.owner == old.owner)
-                    & (table.c.expires == old.expires)
-                )
-                if new is None:
-                    return connection.execute(sa.delete(table).where(where)).rowcount == 1
-                changed = connection.execute(sa.update(table).where(where).values(**_values(new)))
-                return changed.rowcount == 1
-        except sa.exc.IntegrityError:  # another driver inserted it first
-            return False
-
-
 class FileLeases:
     """Leases as small JSON files next to the journal, read and changed under a file lock."""
 
@@ -132,7 +86,7 @@ class FileLeases:
                 path.unlink(missing_ok=True)
             else:
                 temporary = path.with_suffix(".tmp")
-                temporary.write_text(json.dumps(_values(new)))
+                temporary.write_text(json.dumps(asdict(new)))
                 os.replace(temporary, path)
             return True
 
@@ -142,7 +96,9 @@ def lease_store(storage_url: str) -> LeaseStore | None:
     for it (a URL only Optuna understands), where the run directory's lock is all there is."""
     if storage_url.startswith(JOURNAL):
         return FileLeases(Path(storage_url.removeprefix(JOURNAL)))
-    if "://" in storage_url:
+    if "://" in storage_url:  # SQLAlchemy (0.2 s to import) only for a storage that needs it
+        from caviar.sweeps.search.lease_sql import SqlLeases
+
         return SqlLeases(storage_url)
     return None
 
@@ -216,10 +172,6 @@ def _existing_store(storage_url: str) -> LeaseStore | None:
         if storage_url.startswith(scheme) and not Path(storage_url.removeprefix(scheme)).exists():
             return None
     return lease_store(storage_url)
-
-
-def _values(holder: Holder) -> dict[str, Any]:
-    return {"owner": holder.owner, "expires": holder.expires}
 
 
 def _busy(sweep: str, holder: Holder) -> SweepBusy:

@@ -78,3 +78,17 @@ def test_only_one_of_two_racing_drivers_wins(storage):
     assert store.swap("tiny", None, first)
     assert not store.swap("tiny", None, second), "it saw no lease, but one was taken meanwhile"
     assert store.read("tiny") == first
+
+
+def test_a_sweep_on_the_journal_file_does_not_load_sqlalchemy(tmp_path):
+    """SQLAlchemy takes 0.2 s to import, before Ray starts: only SQL storages pay for it."""
+    journal = tmp_path / "optuna.journal"
+    journal.touch()
+    script = (
+        "import sys; import caviar.sweeps.launch; "
+        "from caviar.sweeps.search.lease import sweep_lease; "
+        f"exec('with sweep_lease(\"journal:///{journal}\", \"tiny\"): pass'); "
+        "print('sqlalchemy' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert found.stdout.split() == ["False"], found.stderr
