@@ -128,6 +128,16 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert done.stderr.count("\n") == 1
 
 
+def test_benchmarks_report_a_missing_spec_without_traceback(tmp_path):
+    root = Path(__file__).resolve().parents[1]  # `python -m bench` runs from the repository
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "tracking", tmp_path / "nothere.yaml", "--out", tmp_path],
+        capture_output=True, text=True, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "nothere.yaml: file not found" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_status_of_a_sweep_never_run_creates_nothing(tmp_path):
     spec = write_spec(tmp_path)
     report = status_json(spec, tmp_path / "runs")

@@ -87,7 +87,7 @@ def test_a_sweep_on_the_journal_file_does_not_load_sqlalchemy(tmp_path):
     script = (
         "import sys; import caviar.sweeps.launch; "
         "from caviar.sweeps.search.lease import sweep_lease; "
-        f"exec('with sweep_lease(\"journal:///{journal}\", \"tiny\"): pass'); "
+        f'exec(\'with sweep_lease("journal:///{journal}", "tiny"): pass\'); '
         "print('sqlalchemy' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
