@@ -120,6 +120,10 @@ class Tracker:
         tags[f"stage.{stage}.carried_trials"] = str(carried)
         self.writer.log_batch(self.sweep_key, tags=tags)
 
+    def start_writing(self) -> None:
+        """Send the writes held back while the sweep started (its writer's `hold_seconds`)."""
+        self.writer.release()
+
     def refused(self) -> list[str]:
         """Writes MLflow refused since the last call (set aside in the spool's dead letters)."""
         return self.writer.refused()

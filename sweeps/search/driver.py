@@ -196,8 +196,8 @@ class SweepDriver:
         live.recorded, live.val_loss = metrics.epoch, metrics.val_loss
         self._stillborn = 0  # workers do start: only failures in a row count
         self.usage.epoch(metrics.seconds)
-        if self.usage.epochs == 1:  # the workers are up: the record's helpers, held back while
-            self.tracker.writer.release()  # Ray and the workers started, start now
+        if self.usage.epochs == 1:  # the workers are up: the record's helpers start now
+            self.tracker.start_writing()
             if self.champion is not None:
                 self.champion.ready()
         self.tracker.log_epoch(live.key, metrics)
