@@ -20,6 +20,9 @@ def main(out: Path, run_dir: Path, system: str, pack: int = 1) -> None:
     usage = outcome.result.usage
     measured = w.Measured(system, usage.epochs, usage.compute, usage.first, usage.last)
     measured.best_val = outcome.result.best.value
+    best = dict(outcome.result.best.params)
+    best["one_minus_momentum"] = 1 - best.pop("momentum")  # the peers' form
+    measured.best_config = best
     measured.trials = w.TRIALS
     measured.notes = {"mlflow_seconds": outcome.mlflow_seconds, "sweep_seconds": outcome.seconds}
     measured.save(out)

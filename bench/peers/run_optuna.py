@@ -50,6 +50,7 @@ def main(out: Path) -> None:
     )
     study.optimize(objective, n_trials=w.TRIALS, n_jobs=w.SLOTS)
     measured.best_val = study.best_value
+    measured.best_config = study.best_params
     measured.trials = len(study.trials)
     measured.save(out)
 

@@ -54,7 +54,9 @@ def main(out: Path, storage: Path) -> None:
             continue
         for started, ended in zip(frame["started"], frame["ended"], strict=True):
             measured.epoch(float(started), float(ended))
-    measured.best_val = float(results.get_best_result().metrics["val_accuracy"])
+    best = results.get_best_result()
+    measured.best_val = float(best.metrics["val_accuracy"])
+    measured.best_config = dict(best.config)
     measured.trials = len(results)
     measured.save(out)
 
