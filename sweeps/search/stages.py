@@ -11,7 +11,7 @@ when a sweep resumes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,9 +67,17 @@ def plan_stages(spec: SweepSpec) -> list[StagePlan]:
     ]
 
 
-def narrow(space: SearchSpace, kept: list[FrozenTrial], margin: float) -> SearchSpace:
-    """The box around `kept` trials; the whole `space` if none was kept."""
-    return space.narrow([t.params for t in kept], margin) if kept else space
+def narrow(
+    space: SearchSpace,
+    kept: list[FrozenTrial],
+    margin: float,
+    queued: Sequence[dict[str, Any]] = (),
+) -> SearchSpace:
+    """The box around `kept` trials and the stage's `queued` configurations (the user's form:
+    every trial a stage evaluates lies in its box); the whole `space` if none was kept."""
+    if not kept:
+        return space
+    return space.narrow([t.params for t in kept] + [space.to_optuna(v) for v in queued], margin)
 
 
 def carried_trials(trials: list[tuple[str, FrozenTrial]], space: SearchSpace) -> list[FrozenTrial]:
@@ -153,7 +161,7 @@ def open_stage(
     elif narrowing:
         staged = [(before.index, t) for before, t in earlier]
         kept = [t for _, t in best_trials(staged, plan.spec.keep_top, spec.objective.direction)]
-        plan = replace(plan, space=narrow(plan.space, kept, plan.spec.margin))
+        plan = replace(plan, space=narrow(plan.space, kept, plan.spec.margin, plan.spec.enqueue))
     done = len(existing.get_trials(deepcopy=False)) if existing is not None else 0
     study = open_study(
         storage, name, spec.objective.direction, stage_recipe(spec, plan),
@@ -200,10 +208,12 @@ def _set_up(
 
 def record_opening(opened: OpenedStage, tracker: Tracker, note: Callable[[str], None]) -> None:
     """A stage opens: its box in the progress (a narrowed one) and in MLflow."""
-    box = opened.plan.space.box()
+    box, queued = opened.plan.space.box(), opened.plan.spec.enqueue
     if opened.plan.index > 0 and opened.plan.spec.narrow:
         note(
-            f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far, "
-            f"{opened.carried} earlier trials carried over: " + format_box(box, "; ")
+            f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far"
+            + (f" and its {len(queued)} queued configuration(s)" if queued else "")
+            + f", {opened.carried} earlier trials carried over: "
+            + format_box(box, "; ")
         )
     tracker.record_stage(opened.plan.name, box, opened.kept, opened.carried)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 
 import pytest
 from optuna.trial import TrialState
 
 from caviar.sweeps.search.space import SearchSpace
-from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, SPACE, default_storage
+from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, QUEUED, SPACE, default_storage
 from caviar.sweeps.views.status import sweep_status
 from tests.conftest import TWO_STAGES, run_local_sweep
 
@@ -75,3 +76,23 @@ def test_grid_stage_runs_the_whole_grid_in_ask_and_tell(tmp_path):
     trials = sweep.study("grid").trials
     points = {(round(t.params["lr"], 12), round(t.params["1-momentum"], 12)) for t in trials}
     assert points == {(1e-4, 0.01), (1e-4, 0.5), (1.0, 0.01), (1.0, 0.5)}, "each grid point once"
+
+
+def test_a_narrowed_stage_box_holds_its_queued_configurations(tmp_path):
+    queued = {"lr": 1e-4, "momentum": 0.5}  # a corner of the full space
+    stages = [TWO_STAGES[0], {**TWO_STAGES[1], "enqueue": [queued]}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sweep = run_local_sweep(tmp_path, {"stages": stages})
+    coarse, fine = sweep.study("coarse"), sweep.study("fine")
+    kept = [coarse.trials[int(label.split("#")[1])] for label in fine.user_attrs[KEPT]]
+    box = SearchSpace.load(fine.user_attrs[SPACE])
+    as_optuna = box.to_optuna(queued)
+    around_kept = SearchSpace.load(coarse.user_attrs[SPACE]).narrow([t.params for t in kept], 0.05)
+    assert not around_kept.contains(as_optuna), "the best trials' box alone leaves it out"
+    assert box.contains(as_optuna)
+    first = next(t for t in fine.trials if t.user_attrs.get(QUEUED) == "0")
+    assert box.to_values(first.params) == pytest.approx(queued)
+    assert not [w for w in caught if "out of range" in str(w.message)]
+    assert any("best 2 trial(s) so far and its 1 queued configuration(s)" in n
+               for n in sweep.progress.notes)  # fmt: skip
