@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from caviar.sweeps.search.space import SearchSpace
 from caviar.sweeps.search.studies import BOX, CARRIED_FROM, KEPT, QUEUED, SPACE, default_storage
 from caviar.sweeps.views.status import sweep_status
-from tests.conftest import TWO_STAGES, run_local_sweep
+from tests.conftest import TINY_SPEC, TWO_STAGES, run_local_sweep
 
 
 def test_fine_box_holds_the_best_coarse_trials_and_sits_inside_the_coarse_range(swept):
@@ -79,20 +79,28 @@ def test_grid_stage_runs_the_whole_grid_in_ask_and_tell(tmp_path):
 
 
 def test_a_narrowed_stage_box_holds_its_queued_configurations(tmp_path):
-    queued = {"lr": 1e-4, "momentum": 0.5}  # a corner of the full space
-    stages = [TWO_STAGES[0], {**TWO_STAGES[1], "enqueue": [queued]}]
+    """Queued configurations outside the best trials' box: one in a corner of the full space,
+    and batch sizes the kept trial did not use (one at least; with one trial kept the box keeps
+    one batch size). Each is trained as given, inside the box, without Optuna's warning that
+    a fixed value is out of range (or its error for a choice the box had dropped)."""
+    space = {**TINY_SPEC["space"], "batch_size": {"choices": [16, 32, 64]}}
+    queued = [{"lr": 1e-4, "momentum": 0.5, "batch_size": 16}, {"batch_size": 64}]
+    stages = [TWO_STAGES[0], {**TWO_STAGES[1], "keep_top": 1, "enqueue": queued}]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sweep = run_local_sweep(tmp_path, {"stages": stages})
+        sweep = run_local_sweep(tmp_path, {"space": space, "stages": stages})
     coarse, fine = sweep.study("coarse"), sweep.study("fine")
     kept = [coarse.trials[int(label.split("#")[1])] for label in fine.user_attrs[KEPT]]
-    box = SearchSpace.load(fine.user_attrs[SPACE])
-    as_optuna = box.to_optuna(queued)
     around_kept = SearchSpace.load(coarse.user_attrs[SPACE]).narrow([t.params for t in kept], 0.05)
-    assert not around_kept.contains(as_optuna), "the best trials' box alone leaves it out"
-    assert box.contains(as_optuna)
-    first = next(t for t in fine.trials if t.user_attrs.get(QUEUED) == "0")
-    assert box.to_values(first.params) == pytest.approx(queued)
+    box = SearchSpace.load(fine.user_attrs[SPACE])
+    assert not around_kept.contains(box.to_optuna(queued[0])), "left out by the kept trial's box"
+    assert set(box.box()["batch_size"]) >= {16, 64}
+    for place, values in enumerate(queued):
+        trial = next(t for t in fine.trials if t.user_attrs.get(QUEUED) == str(place))
+        assert trial.state is TrialState.COMPLETE
+        assert box.contains(trial.params)
+        trained = box.to_values(trial.params)
+        assert {name: trained[name] for name in values} == pytest.approx(values)
     assert not [w for w in caught if "out of range" in str(w.message)]
-    assert any("best 2 trial(s) so far and its 1 queued configuration(s)" in n
+    assert any("best 1 trial(s) so far and its 2 queued configuration(s)" in n
                for n in sweep.progress.notes)  # fmt: skip
