@@ -127,7 +127,7 @@ class SweepDriver:
         for plan in plan_stages(self.spec):
             opened = open_stage(self.storage, self.spec, plan, previous, self.incumbent)
             if opened.fresh:
-                record_opening(opened, self.tracker, self.progress.note)
+                record_opening(opened, self.spec.search_space, self.tracker, self.progress.note)
             self._run_stage(opened.plan, opened.study)
             previous.append((opened.plan, opened.study))
         return previous

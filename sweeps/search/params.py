@@ -75,17 +75,26 @@ class _Range(BaseModel):
         return [self.low, self.high]
 
     def narrow(self, internal: Sequence[Any], margin: float) -> Self:
-        """The box holding `internal` values on this parameter's axis, widened and clipped."""
+        """The box holding `internal` values on this parameter's axis, widened and clipped.
+        Values outside the range (trials from before the user changed it) count as its
+        nearest end."""
         if self.pinned or not internal:
             return self
         dist = self.distribution()
         full_low, full_high = self._axis(dist.low), self._axis(dist.high)  # type: ignore[attr-defined]
-        points = [self._axis(v) for v in internal]
+        points = [min(max(self._axis(v), full_low), full_high) for v in internal]
         pad = margin * (full_high - full_low)
         low, high = min(points) - pad, max(points) + pad
         return self._from_axis(
             None if low <= full_low else low, None if high >= full_high else high
         )
+
+    def holding(self, internal: Sequence[Any]) -> Self:
+        """This range, widened to hold `internal` values (configurations queued from outside
+        it, such as a champion found before the range changed)."""
+        values = [self.to_value(v) for v in internal]
+        low, high = min([self.low, *values]), max([self.high, *values])
+        return self.model_copy(update={"low": low, "high": high})
 
     def _axis(self, internal: float) -> float:
         return float(internal)
@@ -234,6 +243,13 @@ class ChoiceParam(BaseModel):
 
     def bounds(self) -> list[Any]:
         return list(self.choices)
+
+    def holding(self, internal: Sequence[Any]) -> Self:
+        """These choices, then those of `internal` that are not among them."""
+        extra = [
+            v for i, v in enumerate(internal) if v not in self.choices and v not in internal[:i]
+        ]
+        return self.model_copy(update={"choices": [*self.choices, *extra]}) if extra else self
 
     def narrow(self, internal: Sequence[Any], margin: float) -> Self:
         """The choices that appear among `internal`, in their original order."""

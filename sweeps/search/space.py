@@ -63,6 +63,18 @@ class SearchSpace:
             }
         )
 
+    def holding(self, points: Sequence[dict[str, Any]]) -> SearchSpace:
+        """This space, each parameter widened to hold the values `points` (Optuna form) give
+        it."""
+        return SearchSpace(
+            {
+                name: p.holding(
+                    [t[p.optuna_name(name)] for t in points if p.optuna_name(name) in t]
+                )
+                for name, p in self.params.items()
+            }
+        )
+
     def box(self) -> dict[str, list[Any]]:
         """name -> [low, high] (or the choices), in the user's form."""
         return {name: p.bounds() for name, p in self.params.items()}

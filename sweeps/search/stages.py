@@ -11,7 +11,7 @@ when a sweep resumes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,19 +65,6 @@ def plan_stages(spec: SweepSpec) -> list[StagePlan]:
         )
         for i, stage in enumerate(spec.stages)
     ]
-
-
-def narrow(
-    space: SearchSpace,
-    kept: list[FrozenTrial],
-    margin: float,
-    queued: Sequence[dict[str, Any]] = (),
-) -> SearchSpace:
-    """The box around `kept` trials and the stage's `queued` configurations (the user's form:
-    every trial a stage evaluates lies in its box); the whole `space` if none was kept."""
-    if not kept:
-        return space
-    return space.narrow([t.params for t in kept] + [space.to_optuna(v) for v in queued], margin)
 
 
 def carried_trials(trials: list[tuple[str, FrozenTrial]], space: SearchSpace) -> list[FrozenTrial]:
@@ -142,9 +129,10 @@ def open_stage(
     incumbent: Incumbent | None = None,
 ) -> OpenedStage:
     """Open the stage's study over its space: the full space for the first stage (and for
-    `narrow: false`), else the box around the best trials of the stages before. The box is
-    computed once, when the stage first starts, and read back when the sweep resumes; its
-    space is recorded last, so a set-up cut short is done again (and only once)."""
+    `narrow: false`), else the box around the best trials of the stages before; either way
+    widened to hold the configurations it evaluates first. The box is computed once, when
+    the stage first starts, and read back when the sweep resumes; its space is recorded
+    last, so a set-up cut short is done again (and only once)."""
     assert spec.objective.direction is not None
     name = study_name(spec.name, plan.name)
     existing = load_study(storage, name)
@@ -155,13 +143,12 @@ def open_stage(
         for t in own_trials(before_study.get_trials(deepcopy=False))
     ]
     narrowing = bool(previous) and plan.spec.narrow
-    kept: list[FrozenTrial] = []
+    kept = _best_earlier(spec, plan, earlier) if narrowing and recorded is None else []
     if recorded is not None:
         plan = replace(plan, space=SearchSpace.load(recorded))
-    elif narrowing:
-        staged = [(before.index, t) for before, t in earlier]
-        kept = [t for _, t in best_trials(staged, plan.spec.keep_top, spec.objective.direction)]
-        plan = replace(plan, space=narrow(plan.space, kept, plan.spec.margin, plan.spec.enqueue))
+    else:
+        queue = queued_configs(plan, incumbent)
+        plan = replace(plan, space=stage_space(plan, kept, narrowing, queue))
     done = len(existing.get_trials(deepcopy=False)) if existing is not None else 0
     study = open_study(
         storage, name, spec.objective.direction, stage_recipe(spec, plan),
@@ -173,6 +160,40 @@ def open_stage(
     named = [(before.name, t) for before, t in earlier] if narrowing else None
     carried = _set_up(study, plan, named, kept, incumbent)
     return OpenedStage(plan, study, fresh=True, kept=len(kept), carried=carried)
+
+
+def _best_earlier(
+    spec: SweepSpec, plan: StagePlan, earlier: list[tuple[StagePlan, FrozenTrial]]
+) -> list[FrozenTrial]:
+    """The earlier stages' best trials that a narrowing stage's box is built around."""
+    assert spec.objective.direction is not None
+    staged = [(before.index, t) for before, t in earlier]
+    return [t for _, t in best_trials(staged, plan.spec.keep_top, spec.objective.direction)]
+
+
+Queued = tuple[str, dict[str, Any], dict[str, Any]]  # (place, values, the trial's user attrs)
+
+
+def queued_configs(plan: StagePlan, incumbent: Incumbent | None) -> list[Queued]:
+    """What the stage evaluates first: a re-tune's incumbent (in its first stage), then the
+    stage's `enqueue`."""
+    queue: list[Queued] = []
+    if plan.index == 0 and incumbent is not None:
+        queue.append(("incumbent", incumbent.values, {INCUMBENT: incumbent.label}))
+    return queue + [(str(i), values, {}) for i, values in enumerate(plan.spec.enqueue)]
+
+
+def stage_space(
+    plan: StagePlan, kept: list[FrozenTrial], narrowing: bool, queue: list[Queued]
+) -> SearchSpace:
+    """A new stage's space: the box around the `kept` trials (`narrowing`) or the whole space,
+    widened so that every configuration queued in it lies inside (the spec checks that its
+    `enqueue` lies in the space, but a re-tune's champion may come from before the user
+    changed it)."""
+    queued = [plan.space.to_optuna(values) for _, values, _ in queue]
+    if narrowing and kept:
+        return plan.space.narrow([*(t.params for t in kept), *queued], plan.spec.margin)
+    return plan.space.holding(queued)
 
 
 def _set_up(
@@ -193,12 +214,8 @@ def _set_up(
         study.set_user_attr(KEPT, [labels[id(t)] for t in kept])
         there = {t.user_attrs.get(CARRIED_FROM) for t in present}
         study.add_trials([t for t in carried if t.user_attrs[CARRIED_FROM] not in there])
-    queue: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    if plan.index == 0 and incumbent is not None:
-        queue.append(("incumbent", incumbent.values, {INCUMBENT: incumbent.label}))
-    queue += [(str(i), values, {}) for i, values in enumerate(plan.spec.enqueue)]
     queued = {t.user_attrs.get(QUEUED) for t in present}
-    for place, values, attrs in queue:
+    for place, values, attrs in queued_configs(plan, incumbent):
         if place not in queued:
             study.enqueue_trial(plan.space.to_optuna(values), user_attrs={QUEUED: place, **attrs})
     study.set_user_attr(BOX, plan.space.box())
@@ -206,14 +223,24 @@ def _set_up(
     return len(carried)
 
 
-def record_opening(opened: OpenedStage, tracker: Tracker, note: Callable[[str], None]) -> None:
-    """A stage opens: its box in the progress (a narrowed one) and in MLflow."""
+def record_opening(
+    opened: OpenedStage, full: SearchSpace, tracker: Tracker, note: Callable[[str], None]
+) -> None:
+    """A stage opens: its box in the progress (a narrowed one, or one widened beyond the
+    `full` space to hold its queued configurations) and in MLflow."""
     box, queued = opened.plan.space.box(), opened.plan.spec.enqueue
+    widened = {name: bounds for name, bounds in box.items() if bounds != full.box().get(name)}
     if opened.plan.index > 0 and opened.plan.spec.narrow:
         note(
             f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far"
             + (f" and its {len(queued)} queued configuration(s)" if queued else "")
             + f", {opened.carried} earlier trials carried over: "
             + format_box(box, "; ")
+        )
+    elif widened:
+        note(
+            f"stage {opened.plan.name}: configurations it evaluates first lie outside the "
+            "spec's space and are trained as they are; its space is widened to hold them: "
+            + format_box(widened, "; ")
         )
     tracker.record_stage(opened.plan.name, box, opened.kept, opened.carried)

@@ -17,8 +17,15 @@ from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, judge, record
 from caviar.sweeps.ops.retune import retune_stages
 from caviar.sweeps.search.specfile import load_spec
+from caviar.sweeps.search.studies import (
+    INCUMBENT,
+    default_storage,
+    load_study,
+    open_storage,
+    study_name,
+)
 from caviar.sweeps.views.cli import app
-from tests.conftest import TWO_STAGES, spec_dict, write_spec
+from tests.conftest import TINY_SPEC, TWO_STAGES, spec_dict, write_spec
 
 runner = CliRunner()
 
@@ -139,6 +146,34 @@ def test_retest_and_retune_through_the_cli_recover_on_shifted_data(swept, tmp_pa
     after = json.loads(again.stdout)
     assert after["champion"]["version"] == str(new.version)
     assert after["retest"]["mean"] > before["retest"]["mean"], "re-tuning recovered accuracy"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_instance")
+def test_a_retune_after_the_space_moved_trains_the_champion_as_it_was(swept, tmp_path):
+    """The user moved the learning rate's range away from the champion's: the re-tune's warm
+    stage still trains the champion as it is (its space widened, and said so), and the fine
+    stage searches inside the new range."""
+    spec, folder = copy_of(swept, tmp_path)
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    lr = champion_of(load_spec(spec), tracking).params["lr"]
+    moved = {"scale": "log", "low": min(lr * 10, 0.5), "high": 1.0}
+    if lr > 0.05:
+        moved = {"scale": "log", "low": 1e-4, "high": lr / 10}
+    space = {**TINY_SPEC["space"], "lr": moved}
+    changes = {"space": space, "retune": {"trials": 2, "explore": 0.5, "keep_previous": 0}}
+    spec = write_spec(tmp_path, spec_dict(stages=TWO_STAGES, **changes))
+    result = runner.invoke(app, ["retune", str(spec), "--run-dir", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "stage warm: configurations it evaluates first lie outside" in result.output
+    name = json.loads(result.stdout)["retune"]
+    storage = open_storage(default_storage(folder))
+    warm = load_study(storage, study_name(name, "warm"))
+    fine = load_study(storage, study_name(name, "fine"))
+    assert warm is not None and fine is not None
+    (incumbent,) = [t for t in warm.trials if INCUMBENT in t.user_attrs]
+    assert incumbent.params["lr"] == pytest.approx(lr) and incumbent.value is not None
+    assert all(moved["low"] <= t.params["lr"] <= moved["high"] for t in fine.trials)
 
 
 def test_retune_section_is_validated(tmp_path):

@@ -132,6 +132,27 @@ def test_box_is_clipped_to_the_full_range_exactly():
     assert box.low == 1e-4 and box.high == 1.0
 
 
+def test_values_outside_the_range_count_as_its_nearest_end():
+    # Trials from before the user moved the range (a re-tune's champion, say).
+    lr = parse({"scale": "log", "low": 0.05, "high": 1.0})
+    box = lr.narrow([0.02, 0.01], margin=0.05)
+    assert box.low == 0.05 and math.log10(box.high) == pytest.approx(
+        math.log10(0.05) + 0.05 * math.log10(20)
+    )
+    width = parse({"scale": "int", "low": 64, "high": 512})
+    assert width.narrow([600, 700], margin=0.0).low == 512
+
+
+def test_a_range_widens_to_hold_values_from_outside_it():
+    assert parse({"scale": "log", "low": 0.05, "high": 1.0}).holding([0.02]).bounds() == [0.02, 1]
+    momentum = parse({"scale": "log1m", "low": 0.9, "high": 0.99})
+    assert momentum.holding([1 - 0.999]).bounds() == [0.9, pytest.approx(0.999)]
+    assert parse({"scale": "int", "low": 2, "high": 4}).holding([1, 3]).bounds() == [1, 4]
+    sizes = parse({"choices": [64, 128]})
+    assert sizes.holding([16, 64, 16]).choices == [64, 128, 16]
+    assert sizes.holding([128]) is sizes
+
+
 def test_int_box_rounds_outwards_and_stays_integer():
     width = parse({"scale": "int", "low": 16, "high": 1024, "log": True})
     box = width.narrow([100, 200], margin=0.02)
