@@ -20,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 import yaml
 from mlflow import MlflowClient
 from rich.console import Console
 
+from caviar.models.errors import CaviarError
 from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, data_fingerprint
 from caviar.sweeps.record.champion import Champion
@@ -31,8 +33,9 @@ from caviar.sweeps.record.operations import KEY_TAG
 from caviar.sweeps.record.tracking import ROLE
 from caviar.sweeps.search.best import Incumbent
 from caviar.sweeps.search.ranking import best_trials
+from caviar.sweeps.search.space import SearchSpace
 from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
-from caviar.sweeps.search.studies import own_trials, read_stages
+from caviar.sweeps.search.studies import SPACE, own_trials, read_stages
 
 
 @dataclass(frozen=True)
@@ -62,22 +65,50 @@ class RetuneOutcome:
 
 
 def previous_best(
-    spec: SweepSpec, storage_url: str, sweep: str, count: int
+    spec: SweepSpec, storage_url: str, champion: Champion, count: int
 ) -> list[dict[str, Any]]:
-    """The `count` best complete trials of `sweep` (user form), best first."""
+    """The `count` best complete trials of the champion's sweep besides the champion, best
+    first, as values of the spec's searched parameters: read through their own stage's
+    recorded space (the spec's may have changed since), and where a parameter was not
+    searched then, the value the whole sweep trained with, the champion's."""
     assert spec.objective.direction is not None
     if count == 0:
         return []
+    stages = read_stages(storage_url, champion.sweep, _stage_names(spec, champion.sweep))
     trials = [
         (index, t)
-        for index, (_, study) in enumerate(
-            read_stages(storage_url, sweep, _stage_names(spec, sweep))
-        )
+        for index, (stage, study) in enumerate(stages)
         if study is not None
         for t in own_trials(study.get_trials())
+        if f"{stage}#{t.number}" != champion.trial
     ]
+    spaces = [_recorded_space(study, spec) for _, study in stages]
     best = best_trials(trials, count, spec.objective.direction)
-    return [spec.search_space.to_values(t.params) for _, t in best]
+    then = [spaces[index].to_values(t.params) for index, t in best]
+    fixed = champion.values(spec.space)
+    return [
+        {name: v.get(name, fixed.get(name)) for name in spec.space if name in v or name in fixed}
+        for v in then
+    ]
+
+
+def _recorded_space(study: optuna.Study | None, spec: SweepSpec) -> SearchSpace:
+    recorded = study.user_attrs.get(SPACE) if study is not None else None
+    return SearchSpace.load(recorded) if recorded else spec.search_space
+
+
+def champion_changes(spec: SweepSpec, champion: Champion) -> list[str]:
+    """Where the spec would train the champion's configuration otherwise than it was trained
+    (a field no longer searched and fixed at another value, another model, ...): "field:
+    spec X, champion Y" (seeds, epochs and device aside)."""
+    model, train = spec.configs(champion.values(spec.space))
+    changes = []
+    for section, now, then in (("model", model, champion.model), ("train", train, champion.train)):
+        was = then.model_dump(mode="json")
+        for field, value in now.model_dump(mode="json").items():
+            if field not in ("seed", "epochs", "device") and value != was.get(field):
+                changes.append(f"{section}.{field}: spec {value!r}, champion {was.get(field)!r}")
+    return changes
 
 
 def retune_spec(
@@ -149,13 +180,16 @@ def retune(
     spec: SweepSpec, where: Locations, ray_address: str | None, console: Console
 ) -> RetuneOutcome:
     champion = champion_of(spec, where.tracking)
-    warm = [
-        values
-        for values in previous_best(
-            spec, where.storage_url, champion.sweep, spec.retune.keep_previous
+    changes = champion_changes(spec, champion)
+    if changes:
+        raise CaviarError(
+            f"the spec no longer trains champion v{champion.version} as it was trained ("
+            + "; ".join(changes)
+            + "): a re-tune compares challengers with the champion as it is. Search those "
+            "fields, or set them to the champion's values; for a new model, start a sweep "
+            "with a new `name`"
         )
-        if values != champion.values(spec.space)
-    ]
+    warm = previous_best(spec, where.storage_url, champion, spec.retune.keep_previous)
     plan = retune_spec(spec, champion, warm, retune_name(spec, champion, where.tracking))
     console.print(
         f"re-tuning {spec.name} on the current data as sweep {plan.name}: champion "

@@ -26,13 +26,12 @@ from typing import Annotated, Any, Literal, Self
 
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-Choice = bool | int | float | str
+from caviar.sweeps.search.choice_param import ChoiceParam
 
 
 class _Range(BaseModel):
@@ -77,24 +76,38 @@ class _Range(BaseModel):
     def narrow(self, internal: Sequence[Any], margin: float) -> Self:
         """The box holding `internal` values on this parameter's axis, widened and clipped.
         Values outside the range (trials from before the user changed it) count as its
-        nearest end."""
+        nearest end; those the scale cannot hold (0 on a log scale) as its low end."""
         if self.pinned or not internal:
             return self
         dist = self.distribution()
         full_low, full_high = self._axis(dist.low), self._axis(dist.high)  # type: ignore[attr-defined]
-        points = [min(max(self._axis(v), full_low), full_high) for v in internal]
+        points = [
+            min(max(self._axis(v), full_low), full_high) if self._on_scale(v) else full_low
+            for v in internal
+        ]
         pad = margin * (full_high - full_low)
         low, high = min(points) - pad, max(points) + pad
         return self._from_axis(
             None if low <= full_low else low, None if high >= full_high else high
         )
 
-    def holding(self, internal: Sequence[Any]) -> Self:
+    def holding(self, internal: Sequence[Any]) -> _Range:
         """This range, widened to hold `internal` values (configurations queued from outside
-        it, such as a champion found before the range changed)."""
+        it, such as a champion found before the range changed); on a linear scale where this
+        one cannot hold one of them (a weight decay of 0 on a log scale)."""
         values = [self.to_value(v) for v in internal]
         low, high = min([self.low, *values]), max([self.high, *values])
-        return self.model_copy(update={"low": low, "high": high})
+        if all(self._on_scale(v) for v in internal):
+            return self.model_copy(update={"low": low, "high": high})
+        return self._linear(low, high)
+
+    def _linear(self, low: float, high: float) -> _Range:
+        """The range [low, high] on a linear scale, for values this scale cannot hold."""
+        return LinearParam(scale="linear", low=low, high=high)
+
+    def _on_scale(self, internal: float) -> bool:
+        """Whether this scale can hold the value at all (a log scale holds no 0)."""
+        return True
 
     def _axis(self, internal: float) -> float:
         return float(internal)
@@ -118,6 +131,9 @@ class LogParam(_Range):
 
     def grid(self, points: int) -> list[Any]:
         return _geomspace(self.low, self.high, points)
+
+    def _on_scale(self, internal: float) -> bool:
+        return internal > 0
 
     def _axis(self, internal: float) -> float:
         return math.log(internal)
@@ -149,6 +165,9 @@ class Log1mParam(_Range):
 
     def grid(self, points: int) -> list[Any]:
         return _geomspace(1.0 - self.high, 1.0 - self.low, points)
+
+    def _on_scale(self, internal: float) -> bool:
+        return internal > 0  # internal is 1-x
 
     def _axis(self, internal: float) -> float:
         return math.log(internal)  # internal is 1-x
@@ -196,6 +215,12 @@ class IntParam(_Range):
         spaced = _geomspace if self.log else _linspace
         return sorted({round(v) for v in spaced(self.low, self.high, points)})
 
+    def _on_scale(self, internal: float) -> bool:
+        return internal >= 1 or not self.log
+
+    def _linear(self, low: float, high: float) -> _Range:
+        return self.model_copy(update={"low": int(low), "high": int(high), "log": False})
+
     def _axis(self, internal: float) -> float:
         return math.log(internal) if self.log else float(internal)
 
@@ -206,55 +231,6 @@ class IntParam(_Range):
             None if low is None else max(self.low, math.floor(value(low))),
             None if high is None else min(self.high, math.ceil(value(high))),
         )
-
-
-class ChoiceParam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    choices: list[Choice] = Field(min_length=1, description="The values to choose among.")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> ChoiceParam:
-        if len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError(f"choices must be distinct, but got {self.choices}")
-        return self
-
-    def optuna_name(self, name: str) -> str:
-        return name
-
-    def distribution(self) -> BaseDistribution:
-        return CategoricalDistribution(self.choices)
-
-    def to_value(self, internal: Any) -> Any:
-        return internal
-
-    def to_internal(self, value: Any) -> Any:
-        return value
-
-    def grid(self, points: int) -> list[Any]:
-        return list(self.choices)
-
-    @property
-    def pinned(self) -> bool:
-        return len(self.choices) == 1
-
-    def contains(self, internal: Any) -> bool:
-        return internal in self.choices
-
-    def bounds(self) -> list[Any]:
-        return list(self.choices)
-
-    def holding(self, internal: Sequence[Any]) -> Self:
-        """These choices, then those of `internal` that are not among them."""
-        extra = [
-            v for i, v in enumerate(internal) if v not in self.choices and v not in internal[:i]
-        ]
-        return self.model_copy(update={"choices": [*self.choices, *extra]}) if extra else self
-
-    def narrow(self, internal: Sequence[Any], margin: float) -> Self:
-        """The choices that appear among `internal`, in their original order."""
-        kept = [c for c in self.choices if c in internal]
-        return self.model_copy(update={"choices": kept}) if kept else self
 
 
 def _scale_tag(value: Any) -> str:

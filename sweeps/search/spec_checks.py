@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from caviar.models.config import ModelConfig, TrainConfig
-from caviar.sweeps.search.params import ChoiceParam, IntParam
+from caviar.sweeps.search.choice_param import ChoiceParam
+from caviar.sweeps.search.params import IntParam
 
 if TYPE_CHECKING:
     from caviar.sweeps.search.spec import StageSpec, SweepSpec

@@ -10,8 +10,9 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from caviar.sweeps.search.choice_param import ChoiceParam
 from caviar.sweeps.search.direction import Direction
-from caviar.sweeps.search.params import ChoiceParam, Log1mParam, LogParam
+from caviar.sweeps.search.params import Log1mParam, LogParam
 from caviar.sweeps.search.space import SearchSpace
 from caviar.sweeps.views.sweep_trials import StageTrials
 

@@ -22,7 +22,7 @@ from caviar.sweeps.search.spec import SweepSpec
 from caviar.sweeps.search.studies import count_states
 from caviar.sweeps.views import figures
 from caviar.sweeps.views.status import selection_summary
-from caviar.sweeps.views.sweep_trials import StageTrials, merged_study
+from caviar.sweeps.views.sweep_trials import StageTrials, merged_study, sweep_space
 
 
 def report_sections(spec: SweepSpec, stages: list[StageTrials]) -> dict[str, go.Figure | str]:
@@ -33,7 +33,7 @@ def report_sections(spec: SweepSpec, stages: list[StageTrials]) -> dict[str, go.
     merged = merged_study(spec, stages)
     return {
         "Objective over trials": figures.history(stages, metric, direction),
-        "Coarse-to-fine boxes": figures.boxes(spec.search_space, stages, metric),
+        "Coarse-to-fine boxes": figures.boxes(sweep_space(spec, stages), stages, metric),
         "Parallel coordinates": figures.parallel(merged),
         "Hyperparameter importances (fANOVA)": figures.importances(merged),
         "Learning curves": figures.curves(stages, metric, direction),
@@ -70,7 +70,7 @@ def _header(spec: SweepSpec, stages: list[StageTrials], metric: str) -> str:
     )
     if best is not None:
         label, trial = best
-        values = spec.search_space.to_values(trial.params)
+        values = sweep_space(spec, stages).to_values(trial.params)
         shown = ", ".join(f"{k} = {_short(v)}" for k, v in values.items())
         best_line = (
             f"<p><b>Best {metric}: {trial.value:.4f}</b> (trial {html.escape(label)}) — "

@@ -36,24 +36,39 @@ def load_stages(spec: SweepSpec, storage_url: str) -> list[StageTrials]:
     return stages
 
 
+def sweep_space(spec: SweepSpec, stages: list[StageTrials]) -> SearchSpace:
+    """The space the sweep's trials were drawn from: its first stage's as recorded (the
+    spec's may have changed since), widened to hold every trial of every stage."""
+    base = stages[0].space if stages else spec.search_space
+    return base.holding([t.params for stage in stages for t in stage.trials])
+
+
 def merged_study(spec: SweepSpec, stages: list[StageTrials]) -> optuna.Study:
-    """All stages' own finished trials in one in-memory study, over the full space's
-    distributions (what Optuna's own plots and fANOVA take)."""
+    """All stages' own finished trials in one in-memory study, over one set of distributions
+    (what Optuna's own plots and fANOVA take): the first stage's space as it was recorded
+    (the spec's may have changed since), widened to hold every trial. A trial that still
+    does not fit (a weight decay of 0 on a log scale) is left out."""
     assert spec.objective.direction is not None
     study = optuna.create_study(direction=spec.objective.direction.study_direction)
-    full = spec.search_space.distributions()
-    for stage in stages:
-        for t in stage.trials:
-            if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-                continue
-            study.add_trial(
-                optuna.trial.create_trial(
-                    state=t.state,
-                    value=t.value if t.state is TrialState.COMPLETE else None,
-                    params=t.params,
-                    distributions={k: full[k] for k in t.params if k in full},
-                    intermediate_values=dict(t.intermediate_values),
-                    user_attrs={"stage": stage.name},
-                )
+    finished = [
+        (stage, t)
+        for stage in stages
+        for t in stage.trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    space = sweep_space(spec, stages)
+    full = space.distributions()
+    for stage, t in finished:
+        if set(t.params) != set(full) or not space.contains(t.params):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=t.state,
+                value=t.value if t.state is TrialState.COMPLETE else None,
+                params=t.params,
+                distributions=full,
+                intermediate_values=dict(t.intermediate_values),
+                user_attrs={"stage": stage.name},
             )
+        )
     return study

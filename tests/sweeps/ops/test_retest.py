@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from sklearn.datasets import load_digits
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, judge, record
-from caviar.sweeps.ops.retune import retune_stages
+from caviar.sweeps.ops.retune import previous_best, retune_stages
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.studies import (
     INCUMBENT,
@@ -174,6 +175,43 @@ def test_a_retune_after_the_space_moved_trains_the_champion_as_it_was(swept, tmp
     (incumbent,) = [t for t in warm.trials if INCUMBENT in t.user_attrs]
     assert incumbent.params["lr"] == pytest.approx(lr) and incumbent.value is not None
     assert all(moved["low"] <= t.params["lr"] <= moved["high"] for t in fine.trials)
+
+
+def test_a_retune_refuses_a_spec_that_would_train_the_champion_otherwise(swept, tmp_path):
+    model = {**TINY_SPEC["model"], "layers": 2}
+    spec, folder = copy_of(swept, tmp_path, model=model)
+    result = runner.invoke(app, ["retune", str(spec), "--run-dir", str(folder)])
+    assert result.exit_code == 2
+    assert "no longer trains champion v1 as it was trained (model.layers: spec 2, champion 1)" in (
+        " ".join(result.output.split())
+    )
+    studies = optuna.get_all_study_names(open_storage(default_storage(folder)))
+    assert not [name for name in studies if "retune" in name], "nothing started"
+
+
+def test_previous_bests_are_read_through_the_space_their_stage_recorded(swept, tmp_path):
+    """Momentum searched on log(1 - x) then, linearly now; weight decay searched now only:
+    each earlier best keeps its own momentum and the weight decay the sweep trained with."""
+    space = {
+        **TINY_SPEC["space"],
+        "momentum": {"scale": "linear", "low": 0.5, "high": 0.99},
+        "weight_decay": {"scale": "log", "low": 1e-6, "high": 1e-2},
+    }
+    spec, folder = copy_of(swept, tmp_path, space=space)
+    loaded = load_spec(spec)
+    champion = champion_of(loaded, f"sqlite:///{folder / 'mlflow.db'}")
+    best = previous_best(loaded, default_storage(folder), champion, 2)
+    trials = {
+        round(1 - t.params["1-momentum"], 9): (f"{name}#{t.number}", t)
+        for name in ("coarse", "fine")
+        for t in swept.study(name).trials
+    }
+    assert len(best) == 2
+    for values in best:
+        assert set(values) == {"lr", "momentum", "weight_decay"}
+        assert values["weight_decay"] == champion.train.weight_decay == 0.0
+        label, trial = trials[round(values["momentum"], 9)]
+        assert values["lr"] == trial.params["lr"] and label != champion.trial
 
 
 def test_retune_section_is_validated(tmp_path):

@@ -148,6 +148,9 @@ def test_a_range_widens_to_hold_values_from_outside_it():
     momentum = parse({"scale": "log1m", "low": 0.9, "high": 0.99})
     assert momentum.holding([1 - 0.999]).bounds() == [0.9, pytest.approx(0.999)]
     assert parse({"scale": "int", "low": 2, "high": 4}).holding([1, 3]).bounds() == [1, 4]
+    # A log scale cannot hold 0 (a weight decay trained before it was searched): linear then.
+    decay = parse({"scale": "log", "low": 1e-6, "high": 1e-2}).holding([0.0, 1e-3])
+    assert decay.distribution() == FloatDistribution(0.0, 1e-2)
     sizes = parse({"choices": [64, 128]})
     assert sizes.holding([16, 64, 16]).choices == [64, 128, 16]
     assert sizes.holding([128]) is sizes

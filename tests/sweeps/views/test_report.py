@@ -1,6 +1,8 @@
+from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.studies import default_storage
 from caviar.sweeps.views.report import build_report, report_sections
 from caviar.sweeps.views.sweep_trials import load_stages
+from tests.conftest import TWO_STAGES, spec_dict, write_spec
 
 SECTIONS = [
     "Objective over trials",
@@ -59,3 +61,20 @@ def test_history_marks_each_stage_and_the_best_so_far(swept):
     complete = [t.value for t in coarse.trials + fine.trials if t.state.name == "COMPLETE"]
     assert best_line.y[-1] == max(complete)
     assert {t.name.split(" · ")[0] for t in figure.data if " · " in t.name} == {"coarse", "fine"}
+
+
+def test_the_report_draws_the_sweep_as_it_ran_after_the_spec_moved_its_space(swept, tmp_path):
+    """The user narrowed the learning rate and turned momentum's scale linear since: the
+    report still draws every trial, over the spaces the stages recorded."""
+    space = {
+        "lr": {"scale": "log", "low": 1e-4, "high": 1e-3},
+        "momentum": {"scale": "linear", "low": 0.5, "high": 0.99},
+    }
+    spec = load_spec(write_spec(tmp_path, spec_dict(stages=TWO_STAGES, space=space)))
+    stages = load_stages(spec, default_storage(swept.folder))
+    page = build_report(spec, stages)
+    assert page.count("Plotly.newPlot") == len(SECTIONS)
+    figure = report_sections(spec, stages)["Coarse-to-fine boxes"]
+    assert figure.layout.yaxis.title.text == "1 - momentum", "the scale the sweep searched"
+    finished = [t for s in stages for t in s.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(figure.data[0].x) == len(finished)
