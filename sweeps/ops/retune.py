@@ -1,8 +1,9 @@
 """`caviar retune`: a warm-started sweep on the data as it is now.
 
-The re-tune is a sweep of its own, named after the stale re-test verdict it answers
-(`<sweep>.retune-<verdict>`: running it again continues it, a new verdict starts a new one),
-logged in the same MLflow experiment and registering into the same model. Its stages:
+The re-tune is a sweep of its own, named after the stale re-test verdict it answers and the
+spec (`<sweep>.retune-<verdict>-<spec>`: running it again continues it, a new verdict or an
+edited spec starts a new one), logged in the same MLflow experiment and registering into the
+same model. Its stages:
 
 1. `warm`: the champion (as the incumbent) and the previous sweep's best trials, retrained on
    the current data;
@@ -155,9 +156,10 @@ def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> l
 
 
 def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
-    """The re-tune answering the latest stale re-test verdict on this champion: a new verdict
-    starts a new re-tune, running the command again continues the same one. Without a
-    verdict, the champion's version and the data name it."""
+    """The re-tune answering the latest stale re-test verdict on this champion, for this
+    spec: a new verdict starts a new re-tune, and so does an edited spec (its search, model
+    or training: a started stage refuses them); running the command again continues the
+    same one. Without a verdict, the champion's version and the data name it."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(spec.experiment_name)
     verdicts = (
@@ -171,9 +173,11 @@ def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
         if found is not None
         else []
     )
+    edition = spec.fingerprint()[:6]
     if verdicts:
-        return f"{spec.name}.retune-{verdicts[0].data.tags[KEY_TAG].removeprefix('retest:')[:8]}"
-    return f"{spec.name}.retune-v{champion.version}-{data_fingerprint(spec)}"
+        verdict = verdicts[0].data.tags[KEY_TAG].removeprefix("retest:")[:8]
+        return f"{spec.name}.retune-{verdict}-{edition}"
+    return f"{spec.name}.retune-v{champion.version}-{data_fingerprint(spec)}-{edition}"
 
 
 def retune(

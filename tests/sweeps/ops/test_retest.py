@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from caviar.models.data import build_dataset
 from caviar.models.inprocess import InProcessExecutor
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, judge, record
-from caviar.sweeps.ops.retune import previous_best, retune_stages
+from caviar.sweeps.ops.retune import previous_best, retune_name, retune_stages
 from caviar.sweeps.search.specfile import load_spec
 from caviar.sweeps.search.studies import (
     INCUMBENT,
@@ -212,6 +212,22 @@ def test_previous_bests_are_read_through_the_space_their_stage_recorded(swept, t
         assert values["weight_decay"] == champion.train.weight_decay == 0.0
         label, trial = trials[round(values["momentum"], 9)]
         assert values["lr"] == trial.params["lr"] and label != champion.trial
+
+
+def test_an_edited_spec_names_a_new_retune_and_a_new_budget_does_not(swept, tmp_path):
+    spec, folder = copy_of(swept, tmp_path)
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    loaded = load_spec(spec)
+    champion = champion_of(loaded, tracking)
+
+    def name(**changes):
+        edited = write_spec(tmp_path, spec_dict(stages=TWO_STAGES, **changes), "edited.yaml")
+        return retune_name(load_spec(edited), champion, tracking)
+
+    lr = {"scale": "log", "low": 1e-3, "high": 1.0}
+    assert name() == retune_name(loaded, champion, tracking), "the same spec continues it"
+    assert name(retune={"trials": 9}) == name(), "a budget is not an edit"
+    assert name(space={**TINY_SPEC["space"], "lr": lr}) != name()
 
 
 def test_retune_section_is_validated(tmp_path):
