@@ -107,6 +107,8 @@ def stage_recipe(spec: SweepSpec, plan: StagePlan) -> dict[str, Any]:
         "fingerprint": spec.fingerprint(),
         "epochs": plan.epochs,
         "pruner": plan.spec.pruner.model_dump(mode="json"),
+        # Queued once, when the stage starts: an entry added or edited later would be ignored.
+        "enqueue": [dict(values) for values in plan.spec.enqueue],
     }
     if plan.spec.sampler is SamplerName.GRID:
         recipe["grid_points"] = plan.spec.grid_points

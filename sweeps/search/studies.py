@@ -118,8 +118,9 @@ def check_recipe(study: optuna.Study, recipe: dict[str, Any]) -> None:
         if field != "fingerprint" and field in then and then[field] != value:
             raise CaviarError(
                 f"stage '{name.rsplit('/', 1)[-1]}' was started with {field} {then[field]}, "
-                f"the spec now says {value}: a started stage keeps its epochs, pruner and grid; "
-                "give the sweep a new `name` to change them"
+                f"the spec now says {value}: a started stage keeps its epochs, pruner, grid and "
+                "queued configurations (`enqueue`); give the sweep a new `name` to change them, "
+                "or add a stage"
             )
 
 

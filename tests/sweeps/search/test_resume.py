@@ -98,6 +98,19 @@ def test_a_stage_set_up_cut_short_is_done_again_once(tmp_path, monkeypatch):
     assert sum(1 for t in fine if t.user_attrs.get(QUEUED) == "0") == 1
 
 
+def test_a_started_stage_refuses_a_configuration_queued_after_it_started(tmp_path):
+    stage = TINY_SPEC["stages"][0]
+    with pytest.raises(KeyboardInterrupt):
+        run_local_sweep(tmp_path, {"stages": [stage]}, executor=stop_after(3))
+    queued = {**stage, "enqueue": [{"lr": 0.01, "momentum": 0.9}]}
+    spec = write_spec(tmp_path, spec_dict(stages=[queued]))
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "stage 'search' was started with enqueue [], the spec now says" in " ".join(
+        result.output.split()
+    )
+
+
 def test_a_started_stage_refuses_other_epochs_or_pruner_before_writing(tmp_path):
     stage = {**TINY_SPEC["stages"][0], "epochs": 4}
     with pytest.raises(KeyboardInterrupt):
