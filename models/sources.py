@@ -121,7 +121,9 @@ def _read_table(spec: FileSource) -> Table:
         raise DataError(f"{path}: no rows, only column names; expected one row per sample")
     # The file's own column order: the champion takes its inputs in that order.
     blocks = [_feature_block(spec, name, columns[name], len(labels)) for name in columns]
-    if any(label is None or label != label for label in labels.tolist()):
+    import pandas as pd  # loaded already: the file was read with it
+
+    if bool(pd.isna(labels).any()):  # None, NaN and pandas' NA alike
         raise DataError(
             f"{path}: column '{spec.target}' has missing labels; expected a class per row"
         )

@@ -63,6 +63,7 @@ DATA = {
     "empty.csv": "cannot be read as csv",
     "header_only.csv": "no rows",
     "inf_feature.csv": "column 'f1'",
+    "na_label.parquet": "column 'label' has missing labels",  # pandas' string dtype, NA
     "nan_feature.csv": "column 'f2'",
     "non_numeric_feature.csv": "column 'f1'",
     "not_utf8.csv": "utf-8",
