@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from caviar.models.data import Dataset, build_dataset
+from caviar.models.errors import DataError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, run_to_completion
 from caviar.sweeps.launch import joined_cluster, workers
 from caviar.sweeps.record.champion import Champion, find_champion
@@ -50,8 +52,18 @@ class Verdict:
 
 
 def current_data(spec: SweepSpec) -> Dataset:
-    """The data as it is now: `retune.data` where the spec describes a shift, else `data`."""
-    return build_dataset(spec.retune.data or spec.data)
+    """The data as it is now: `retune.data` where the spec describes a shift, else `data`.
+    Errors in `retune.data` name its fields (the sources name the `data` section's)."""
+    if spec.retune.data is None:
+        return build_dataset(spec.data)
+    try:
+        return build_dataset(spec.retune.data)
+    except DataError as exc:
+        raise DataError(_DATA_FIELD.sub(r"retune.\g<0>", str(exc))) from None
+
+
+# A `data` field named in a source's error ("(data.path)"), not a file such as data.csv.
+_DATA_FIELD = re.compile(r"(?<![\w/.-])data\.(path|target|test_fraction|val_fraction|source)\b")
 
 
 def data_fingerprint(spec: SweepSpec) -> str:

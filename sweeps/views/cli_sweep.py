@@ -59,6 +59,10 @@ def validate(spec: SpecArg) -> None:
     with user_errors():
         loaded = load_spec(spec)
         data = build_dataset(loaded.data)
+        if loaded.retune.data is not None:  # what re-tests and re-tunes read
+            from caviar.sweeps.ops.retest import current_data
+
+            current_data(loaded)
     table = Table("hyperparameter", "scale", "range", title=f"{spec}: sweep {loaded.name}")
     for name, param in loaded.space.items():
         scale = getattr(param, "scale", "choices")

@@ -230,6 +230,16 @@ def test_an_edited_spec_names_a_new_retune_and_a_new_budget_does_not(swept, tmp_
     assert name(space={**TINY_SPEC["space"], "lr": lr}) != name()
 
 
+def test_validate_reads_retune_data_and_its_errors_name_its_fields(swept, tmp_path):
+    missing = {"source": "csv", "path": "data.csv", "target": "label"}
+    spec, folder = copy_of(swept, tmp_path, retune={"data": missing})
+    for command in (["validate"], ["retest", "--run-dir", str(folder)]):
+        result = runner.invoke(app, [command[0], str(spec), *command[1:]])
+        assert result.exit_code == 2, result.output
+        flat = " ".join(result.output.split())
+        assert "data.csv: file not found (retune.data.path)" in flat, flat
+
+
 def test_retune_section_is_validated(tmp_path):
     spec = write_spec(tmp_path, spec_dict(retune={"schedule": "every monday"}))
     result = runner.invoke(app, ["validate", str(spec)])
