@@ -10,6 +10,7 @@ split. A file a user brings is never cached (it can change under the same name).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -47,6 +48,29 @@ def cached_table(spec: SourceConfig, version: str, make: Callable[[], Table]) ->
     with contextlib.suppress(OSError):  # a read-only home: run without the cache
         _write(path, table)
     return table
+
+
+def data_file(spec: SourceConfig) -> dict[str, str] | None:
+    """The file a source reads, by name and a hash of its contents: what a started sweep's
+    trials were scored on (None for generated data, or a file not there)."""
+    path = getattr(spec, "path", None)
+    if not isinstance(path, Path) or not path.is_file():
+        return None
+    stat = path.stat()
+    return {
+        "name": path.name,
+        "sha256": _contents_digest(str(path), stat.st_size, stat.st_mtime_ns),
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _contents_digest(path: str, size: int, mtime_ns: int) -> str:
+    """Once per version of the file (its size and modification time name it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _read(path: Path) -> Table:

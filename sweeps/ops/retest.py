@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from caviar.models.cache import data_file
 from caviar.models.data import Dataset, build_dataset
 from caviar.models.errors import DataError
 from caviar.models.executor import Trained, TrialExecutor, TrialJob, run_to_completion
@@ -67,8 +68,10 @@ _DATA_FIELD = re.compile(r"(?<![\w/.-])data\.(path|target|test_fraction|val_frac
 
 
 def data_fingerprint(spec: SweepSpec) -> str:
-    source = (spec.retune.data or spec.data).model_dump(mode="json")
-    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
+    """The current data: its settings, and a file's contents."""
+    source = spec.retune.data or spec.data
+    named = {"source": source.model_dump(mode="json"), "file": data_file(source)}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def champion_of(spec: SweepSpec, tracking_uri: str) -> Champion:

@@ -18,6 +18,7 @@ seed for seed, by more than `retune.tolerance`; the replaced version keeps the a
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import yaml
 from mlflow import MlflowClient
 from rich.console import Console
 
+from caviar.models.cache import data_file
 from caviar.models.errors import CaviarError
 from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, data_fingerprint
@@ -157,9 +159,10 @@ def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> l
 
 def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
     """The re-tune answering the latest stale re-test verdict on this champion, for this
-    spec: a new verdict starts a new re-tune, and so does an edited spec (its search, model
-    or training: a started stage refuses them); running the command again continues the
-    same one. Without a verdict, the champion's version and the data name it."""
+    spec and data file: a new verdict starts a new re-tune, and so does an edited spec (its
+    search, model or training) or a data file with other contents (a started stage refuses
+    them); running the command again continues the same one. Without a verdict, the
+    champion's version and the data name it."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(spec.experiment_name)
     verdicts = (
@@ -173,7 +176,10 @@ def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
         if found is not None
         else []
     )
-    edition = spec.fingerprint()[:6]
+    current = data_file(spec.retune.data or spec.data)  # a file replaced under its name
+    edition = hashlib.sha256(
+        (spec.fingerprint() + (current["sha256"] if current else "")).encode()
+    ).hexdigest()[:6]
     if verdicts:
         verdict = verdicts[0].data.tags[KEY_TAG].removeprefix("retest:")[:8]
         return f"{spec.name}.retune-{verdict}-{edition}"

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from caviar.models.cache import data_file
 from caviar.sweeps.record.tracking import Tracker
 from caviar.sweeps.search.best import Incumbent
 from caviar.sweeps.search.ranking import VAL_LOSS, best_trials
@@ -27,6 +28,7 @@ from caviar.sweeps.search.spec import SamplerName, StageSpec, SweepSpec
 from caviar.sweeps.search.studies import (
     BOX,
     CARRIED_FROM,
+    DATA_FILE,
     INCUMBENT,
     KEPT,
     MLFLOW_RUN_KEY,
@@ -110,6 +112,9 @@ def stage_recipe(spec: SweepSpec, plan: StagePlan) -> dict[str, Any]:
         # Queued once, when the stage starts: an entry added or edited later would be ignored.
         "enqueue": [dict(values) for values in plan.spec.enqueue],
     }
+    contents = data_file(spec.data)  # a file replaced under the same name
+    if contents is not None:
+        recipe[DATA_FILE] = contents
     if plan.spec.sampler is SamplerName.GRID:
         recipe["grid_points"] = plan.spec.grid_points
     return recipe

@@ -26,6 +26,7 @@ INCUMBENT = "incumbent"  # a re-tune's re-evaluation of the current champion (it
 # A configuration queued by the stage (its `enqueue` list, "incumbent" for a re-tune's
 # champion): value = its place in the queue, so a redone set-up does not queue it twice.
 QUEUED = "queued"
+DATA_FILE = "data_file"  # a stage's recipe: the data file's name and a hash of its contents
 # A trial cut short because the driver stopped; it does not use up budget and is run again.
 INTERRUPTED = "interrupted"
 # Study attribute: what a stage's results depend on (the spec's fingerprint, the stage's
@@ -113,9 +114,21 @@ def check_recipe(study: optuna.Study, recipe: dict[str, Any]) -> None:
             f"study '{name}' was started from a spec with different data, model, train, space "
             "or objective; give the sweep a new `name` or use another --run-dir"
         )
+    was, now_file = recorded.get(DATA_FILE), recipe.get(DATA_FILE)
+    if was is not None and now_file is not None and was["sha256"] != now_file["sha256"]:
+        raise CaviarError(
+            f"stage '{name.rsplit('/', 1)[-1]}' was started on other contents of "
+            f"{now_file['name']} (sha256 {was['sha256']} then, {now_file['sha256']} now): its "
+            "trials were scored on the old file. Give the sweep a new `name` to sweep the new "
+            "data, or check the champion on it with `caviar retest` and `caviar retune`"
+        )
     then, now = _flat(recorded), _flat(recipe)
     for field, value in now.items():
-        if field != "fingerprint" and field in then and then[field] != value:
+        if (
+            field.split(".")[0] not in ("fingerprint", DATA_FILE)
+            and field in then
+            and then[field] != value
+        ):
             raise CaviarError(
                 f"stage '{name.rsplit('/', 1)[-1]}' was started with {field} {then[field]}, "
                 f"the spec now says {value}: a started stage keeps its epochs, pruner, grid and "

@@ -98,6 +98,23 @@ def test_a_stage_set_up_cut_short_is_done_again_once(tmp_path, monkeypatch):
     assert sum(1 for t in fine if t.user_attrs.get(QUEUED) == "0") == 1
 
 
+def test_a_sweep_refuses_to_resume_on_a_data_file_replaced_under_its_name(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
+    digits.iloc[:400].to_csv(tmp_path / "rows.csv", index=False)
+    data = {"source": "csv", "path": "rows.csv", "target": "label"}
+    with pytest.raises(KeyboardInterrupt):
+        run_local_sweep(tmp_path, {"data": data}, executor=stop_after(3))
+    digits.iloc[400:800].to_csv(tmp_path / "rows.csv", index=False)
+    spec = write_spec(tmp_path, spec_dict(data=data))
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "stage 'search' was started on other contents of rows.csv" in flat
+    assert "scored on the old file" in flat
+
+
 def test_a_started_stage_refuses_a_configuration_queued_after_it_started(tmp_path):
     stage = TINY_SPEC["stages"][0]
     with pytest.raises(KeyboardInterrupt):
