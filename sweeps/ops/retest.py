@@ -108,16 +108,20 @@ def judge(
     champion: Champion,
     executor: TrialExecutor,
     now: datetime | None = None,
+    data: Dataset | None = None,
 ) -> Verdict:
-    """Retrain the champion's configuration on its reference seeds and give the verdict."""
-    now = now or datetime.now(UTC)
-    retune = spec.retune
+    """Retrain the champion's configuration on its reference seeds and give the verdict;
+    stale too where the current `data` has other columns or labels than the champion
+    serves (it could not answer for them, however well its configuration trains)."""
+    now, retune = now or datetime.now(UTC), spec.retune
     assert spec.objective.direction is not None
     scores, failures = retrain_scores(spec, champion, executor)
     mean = statistics.mean(scores) if scores else float("nan")
     drop = -spec.objective.direction.gain(mean, champion.reference_score)
     age = champion.age_days(now)
     reasons = _stale_reasons(spec, champion, mean, drop, age, failures)
+    changes = champion.schema_changes(data.features, data.classes) if data else []
+    reasons += [f"the data changed: {change}" for change in changes]
     return Verdict(
         name=spec.name,
         verdict="stale" if reasons else "fresh",
@@ -221,7 +225,7 @@ def retest(
         local = joined_cluster(ray_address, run_dir, console)
         with workers(spec, ray_address, console, local, wanted) as executor:
             executor.load(data)
-            verdict = judge(spec, champion, executor)
+            verdict = judge(spec, champion, executor, data=data)
         record(verdict, spec, tracking_uri, spool_dir(run_dir, spec.name))
     return verdict
 

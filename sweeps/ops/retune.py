@@ -30,7 +30,7 @@ from rich.console import Console
 from caviar.models.cache import data_file
 from caviar.models.errors import CaviarError
 from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
-from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, data_fingerprint
+from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, data_fingerprint
 from caviar.sweeps.record.champion import Champion
 from caviar.sweeps.record.operations import KEY_TAG
 from caviar.sweeps.record.tracking import ROLE
@@ -115,14 +115,19 @@ def champion_changes(spec: SweepSpec, champion: Champion) -> list[str]:
 
 
 def retune_spec(
-    spec: SweepSpec, champion: Champion, warm: list[dict[str, Any]], name: str
+    spec: SweepSpec,
+    champion: Champion,
+    warm: list[dict[str, Any]],
+    name: str,
+    incumbent: bool = True,
 ) -> SweepSpec:
-    """The sweep `name` that re-tunes `spec` on its current data, starting from `warm`."""
+    """The sweep `name` that re-tunes `spec` on its current data, starting from `warm` (and
+    the champion as the `incumbent`)."""
     return spec.model_copy(
         update={
             "name": name,
             "data": spec.retune.data or spec.data,
-            "stages": retune_stages(spec, champion.train.epochs, warm),
+            "stages": retune_stages(spec, champion.train.epochs, warm, incumbent),
             "experiment": spec.experiment_name,
             "registered_model": spec.model_name,
             "seed": spec.seed + 1,
@@ -130,7 +135,9 @@ def retune_spec(
     )
 
 
-def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> list[StageSpec]:
+def retune_stages(
+    spec: SweepSpec, epochs: int, warm: list[dict[str, Any]], incumbent: bool = True
+) -> list[StageSpec]:
     """warm (the incumbent and `warm` configs), explore (full ranges, Sobol), fine (TPE in the
     box around the best so far); each trial trains the champion's `epochs`. With
     `parallel.pack`, the warm stage's same-shape configs train packed, and explore and fine
@@ -139,8 +146,8 @@ def retune_stages(spec: SweepSpec, epochs: int, warm: list[dict[str, Any]]) -> l
     explore = round(budget * spec.retune.explore)
     first, last = spec.stages[0], spec.stages[-1]
     stages = [
-        StageSpec(name="warm", trials=1 + len(warm), sampler=SamplerName.RANDOM, epochs=epochs,
-                  enqueue=warm, narrow=False),
+        StageSpec(name="warm", trials=int(incumbent) + len(warm), sampler=SamplerName.RANDOM,
+                  epochs=epochs, enqueue=warm, narrow=False),
     ]  # fmt: skip
     if explore:
         stages.append(
@@ -190,6 +197,37 @@ def retune(
     spec: SweepSpec, where: Locations, ray_address: str | None, console: Console
 ) -> RetuneOutcome:
     champion = champion_of(spec, where.tracking)
+    _check_reproducible(spec, champion)
+    warm = previous_best(spec, where.storage_url, champion, spec.retune.keep_previous)
+    data = current_data(spec)
+    unservable = champion.schema_changes(data.features, data.classes)
+    if unservable:  # its config trains again as a challenger; the best of them takes over
+        console.print(
+            f"champion v{champion.version} cannot serve the current data ("
+            + "; ".join(unservable)
+            + "): the best re-tuned trial replaces it"
+        )
+        warm = [champion.values(spec.space), *warm]
+    name = retune_name(spec, champion, where.tracking)
+    plan = retune_spec(spec, champion, warm, name, incumbent=not unservable)
+    console.print(
+        f"re-tuning {spec.name} on the current data as sweep {plan.name}: champion "
+        f"v{champion.version} and {plan.stages[0].trials - 1} earlier best trial(s) first, then "
+        + ", ".join(f"{s.name} ({s.trials})" for s in plan.stages[1:])
+    )
+    incumbent = Incumbent(f"v{champion.version}", champion.values(spec.space))
+    outcome = execute_sweep(
+        plan,
+        where,
+        ray_address,
+        console,
+        source={"retune_spec.yaml": yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False)},
+        incumbent=None if unservable else incumbent,
+    )
+    return RetuneOutcome(spec.name, plan.name, champion, outcome)
+
+
+def _check_reproducible(spec: SweepSpec, champion: Champion) -> None:
     changes = champion_changes(spec, champion)
     if changes:
         raise CaviarError(
@@ -199,22 +237,6 @@ def retune(
             "fields, or set them to the champion's values; for a new model, start a sweep "
             "with a new `name`"
         )
-    warm = previous_best(spec, where.storage_url, champion, spec.retune.keep_previous)
-    plan = retune_spec(spec, champion, warm, retune_name(spec, champion, where.tracking))
-    console.print(
-        f"re-tuning {spec.name} on the current data as sweep {plan.name}: champion "
-        f"v{champion.version} and {len(warm)} earlier best trial(s) first, then "
-        + ", ".join(f"{s.name} ({s.trials})" for s in plan.stages[1:])
-    )
-    outcome = execute_sweep(
-        plan,
-        where,
-        ray_address,
-        console,
-        source={"retune_spec.yaml": yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False)},
-        incumbent=Incumbent(f"v{champion.version}", champion.values(spec.space)),
-    )
-    return RetuneOutcome(spec.name, plan.name, champion, outcome)
 
 
 def _stage_names(spec: SweepSpec, sweep: str) -> list[str]:

@@ -179,6 +179,19 @@ class Champion:
     params: dict[str, Any]  # every config field, as logged
     reference: dict[int, float]  # its scores by seed when last measured (seed -> score)
     rebased_at: datetime | None = None  # a re-tune kept it and measured it again
+    features: tuple[str, ...] = ()  # the input columns it takes, in order (empty: unknown)
+    classes: tuple[str, ...] = ()  # the labels it answers with
+
+    def schema_changes(self, features: tuple[str, ...], classes: tuple[str, ...]) -> list[str]:
+        """How data with these columns and labels differs from what the champion serves (it
+        takes its inputs by name: an order is no change)."""
+        changes = []
+        for what, now, then in (("feature columns", features, self.features),
+                                ("classes", classes, self.classes)):  # fmt: skip
+            new, gone = [x for x in now if x not in then], [x for x in then if x not in now]
+            if then and (new or gone):
+                changes.append(f"its {what} changed: new {_few(new)}; gone {_few(gone)}")
+        return changes
 
     def age_days(self, now: datetime) -> float:
         """Days since it became champion, or since a re-tune last confirmed it."""
@@ -194,6 +207,14 @@ class Champion:
     def values(self, searched: Iterable[str]) -> dict[str, Any]:
         """The champion's values of the `searched` hyperparameters."""
         return {name: self.params[name] for name in searched if name in self.params}
+
+
+def _few(names: list[str]) -> str:
+    """Up to five names, then how many in all."""
+    if not names:
+        return "none"
+    shown = ", ".join(repr(name) for name in names[:5])
+    return shown if len(names) <= 5 else f"{shown}, ... ({len(names)} in all)"
 
 
 def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
@@ -233,6 +254,8 @@ def find_champion(tracking_uri: str, model_name: str, metric: str) -> Champion:
         params=params,
         reference=_reference(version.tags.get("reference")),
         rebased_at=datetime.fromisoformat(rebased) if rebased else None,
+        features=tuple(json.loads(version.tags.get("features", "[]"))),
+        classes=tuple(json.loads(version.tags.get("classes", "[]"))),
     )
 
 

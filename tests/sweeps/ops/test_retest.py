@@ -37,7 +37,7 @@ def shifted_digits(folder):
     digits = load_digits()
     recent = np.random.default_rng(0).permutation(len(digits.target))[:200]
     path = folder / "digits-now.npz"
-    np.savez(path, pixels=digits.data[recent], label=digits.target[recent])
+    np.savez(path, pixel=digits.data[recent], label=digits.target[recent])  # the same columns
     return path
 
 
@@ -238,6 +238,24 @@ def test_validate_reads_retune_data_and_its_errors_name_its_fields(swept, tmp_pa
         assert result.exit_code == 2, result.output
         flat = " ".join(result.output.split())
         assert "data.csv: file not found (retune.data.path)" in flat, flat
+
+
+@pytest.mark.usefixtures("ray_instance")
+def test_labels_the_champion_cannot_answer_with_make_it_stale(swept, tmp_path):
+    """The same digits, their labels renamed ("digit-3"): the champion's configuration trains
+    as well as ever, but the champion itself cannot label this data."""
+    digits = load_digits()
+    path = tmp_path / "renamed.npz"
+    np.savez(path, pixel=digits.data, label=[f"digit-{y}" for y in digits.target])
+    renamed = {"source": "npz", "path": str(path), "target": "label"}
+    spec, folder = copy_of(swept, tmp_path, retune={"data": renamed})
+    result = runner.invoke(app, ["retest", str(spec), "--run-dir", str(folder), "--json"])
+    assert result.exit_code == 3, result.output
+    (reason,) = json.loads(result.stdout)["reasons"]
+    assert reason == (
+        "the data changed: its classes changed: new 'digit-0', 'digit-1', 'digit-2', "
+        "'digit-3', 'digit-4', ... (10 in all); gone '0', '1', '2', '3', '4', ... (10 in all)"
+    )
 
 
 def test_retune_section_is_validated(tmp_path):
