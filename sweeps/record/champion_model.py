@@ -9,7 +9,9 @@ the format).
 
 `predict(frame)` takes a DataFrame with the named input columns in any order (extra columns
 are ignored) and returns a DataFrame of class probabilities whose columns are the class labels;
-with `params={"output": "label"}` it returns the predicted label per row instead.
+with `params={"output": "label"}` it returns the predicted label per row instead. A row with a
+missing or infinite input gets NaN probabilities and no label (missing); the other rows are
+answered as usual.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ class Champion(PythonModel):
             probabilities = self.network(inputs).numpy()
         result = pd.DataFrame(probabilities, columns=self.classes, index=frame.index)
         if (params or {}).get("output") == "label":
-            return pd.DataFrame({"label": result.idxmax(axis=1)})
+            # A row with a missing or infinite input has no probabilities, so no label.
+            labels = pd.Series(None, index=result.index, dtype=object)
+            known = result.notna().all(axis=1)
+            labels[known] = result[known].idxmax(axis=1)
+            return pd.DataFrame({"label": labels})
         return result
 
 

@@ -71,6 +71,10 @@ def test_champion_carries_signature_input_example_and_classes(
     assert list(labels.columns) == ["label"] and len(labels) == 7
     assert set(labels["label"]) <= set(data.classes)
     assert json.loads(version.tags["classes"]) == [str(i) for i in range(10)]
+    holed = raw_frame(data, data.x_test[:3])
+    holed.iloc[1, 5] = float("nan")  # one missing input: that row alone goes unanswered
+    answered = pyfunc.predict(holed, params={"output": "label"})["label"]
+    assert pd.isna(answered.iloc[1]) and list(answered.iloc[[0, 2]]) == list(labels["label"][:3:2])
 
 
 def test_every_new_best_is_checkpointed(swept):
