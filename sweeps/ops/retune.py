@@ -27,7 +27,6 @@ import yaml
 from mlflow import MlflowClient
 from rich.console import Console
 
-from caviar.models.cache import data_file
 from caviar.models.errors import CaviarError
 from caviar.sweeps.launch import Locations, SweepOutcome, execute_sweep
 from caviar.sweeps.ops.retest import RETEST_ROLE, champion_of, current_data, data_fingerprint
@@ -169,7 +168,7 @@ def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
     spec and data file: a new verdict starts a new re-tune, and so does an edited spec (its
     search, model or training) or a data file with other contents (a started stage refuses
     them); running the command again continues the same one. Without a verdict, the
-    champion's version and the data name it."""
+    champion's version names it."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(spec.experiment_name)
     verdicts = (
@@ -183,14 +182,12 @@ def retune_name(spec: SweepSpec, champion: Champion, tracking_uri: str) -> str:
         if found is not None
         else []
     )
-    current = data_file(spec.retune.data or spec.data)  # a file replaced under its name
-    edition = hashlib.sha256(
-        (spec.fingerprint() + (current["sha256"] if current else "")).encode()
-    ).hexdigest()[:6]
+    # The spec and the current data (a file's contents too: one replaced under its name).
+    edition = hashlib.sha256((spec.fingerprint() + data_fingerprint(spec)).encode()).hexdigest()
     if verdicts:
         verdict = verdicts[0].data.tags[KEY_TAG].removeprefix("retest:")[:8]
-        return f"{spec.name}.retune-{verdict}-{edition}"
-    return f"{spec.name}.retune-v{champion.version}-{data_fingerprint(spec)}-{edition}"
+        return f"{spec.name}.retune-{verdict}-{edition[:6]}"
+    return f"{spec.name}.retune-v{champion.version}-{edition[:8]}"
 
 
 def retune(

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 
 # QMCSampler has been "experimental" since Optuna 3.0; the warning says nothing to a user.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# A stage's space is widened to hold the configurations queued in it, except where the scale
-# cannot hold a value at all (a re-tune's champion trained with weight decay 0, which the
-# spec now searches on a log scale): that configuration trains as it is, which is the point.
-warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range")
 
 
 class _GridSampler(optuna.samplers.GridSampler):

@@ -236,7 +236,8 @@ def record_opening(
     """A stage opens: its box in the progress (a narrowed one, or one widened beyond the
     `full` space to hold its queued configurations) and in MLflow."""
     box, queued = opened.plan.space.box(), opened.plan.spec.enqueue
-    widened = {name: bounds for name, bounds in box.items() if bounds != full.box().get(name)}
+    spec_box = full.box()
+    widened = {name: bounds for name, bounds in box.items() if bounds != spec_box.get(name)}
     if opened.plan.index > 0 and opened.plan.spec.narrow:
         note(
             f"stage {opened.plan.name}: box around the best {opened.kept} trial(s) so far"
